@@ -1,0 +1,3 @@
+from jitbroker.cli import main
+
+main()

@@ -1,0 +1,12 @@
+"""Gathers the domain routers under /v1."""
+
+from __future__ import annotations
+
+from fastapi import APIRouter
+
+from jitbroker.grants.endpoints import router as grants_router
+from jitbroker.tasks.endpoints import router as tasks_router
+
+v1 = APIRouter(prefix="/v1")
+v1.include_router(tasks_router)
+v1.include_router(grants_router)

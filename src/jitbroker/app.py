@@ -1,0 +1,112 @@
+"""create_app(): the FastAPI application, its lifespan and the one problem+json handler."""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from typing import Any
+
+from fastapi import FastAPI, Request
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import JSONResponse
+from prometheus_client import REGISTRY
+from starlette.exceptions import HTTPException as StarletteHTTPException
+
+from jitbroker import health
+from jitbroker.api import v1
+from jitbroker.bootstrap import Broker, build_broker
+from jitbroker.config import Settings
+from jitbroker.errors import PROBLEM_BASE, BrokerError
+from jitbroker.identity import dev_endpoints
+from jitbroker.metrics import BrokerStateCollector
+
+log = logging.getLogger(__name__)
+PROBLEM_JSON = "application/problem+json"
+
+
+def create_app(settings: Settings | None = None, *, broker: Broker | None = None) -> FastAPI:
+    """Build the API; pass `broker` to reuse one already wired (tests), else built from settings."""
+    broker = broker or build_broker(settings or Settings())
+
+    @asynccontextmanager
+    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        collector = BrokerStateCollector(broker.revocation_stats, broker.ledger)
+        REGISTRY.register(collector)
+        try:
+            yield
+        finally:
+            REGISTRY.unregister(collector)
+            broker.redis.close()
+
+    app = FastAPI(
+        title="jitbroker",
+        version="0.1.0",
+        summary="Just-in-time credentials for non-human identities, bound to a task.",
+        lifespan=lifespan,
+    )
+    app.state.broker = broker
+    app.include_router(v1)
+    app.include_router(health.router)
+    if broker.settings.dev_issuer_dir is not None:
+        app.include_router(dev_endpoints.router)
+    _install_problem_handlers(app)
+    return app
+
+
+def _problem(status: int, body: dict[str, Any], headers: dict[str, str] | None = None) -> JSONResponse:
+    return JSONResponse(body, status_code=status, media_type=PROBLEM_JSON, headers=headers)
+
+
+def _install_problem_handlers(app: FastAPI) -> None:
+    @app.exception_handler(BrokerError)
+    async def broker_error(request: Request, exc: BrokerError) -> JSONResponse:
+        return _problem(exc.status, exc.problem(request.url.path), exc.headers)
+
+    @app.exception_handler(RequestValidationError)
+    async def validation_error(request: Request, exc: RequestValidationError) -> JSONResponse:
+        # Field locations and messages only: input values are never echoed back.
+        errors = [
+            {"field": ".".join(str(p) for p in err["loc"]), "message": err["msg"]}
+            for err in exc.errors()
+        ]
+        detail = "; ".join(f"{e['field']}: {e['message']}" for e in errors)
+        return _problem(
+            422,
+            {
+                "type": PROBLEM_BASE + "invalid-request",
+                "title": "Invalid request",
+                "status": 422,
+                "detail": detail,
+                "instance": request.url.path,
+                "errors": errors,
+            },
+        )
+
+    @app.exception_handler(StarletteHTTPException)
+    async def http_error(request: Request, exc: StarletteHTTPException) -> JSONResponse:
+        return _problem(
+            exc.status_code,
+            {
+                "type": "about:blank",
+                "title": str(exc.detail),
+                "status": exc.status_code,
+                "detail": str(exc.detail),
+                "instance": request.url.path,
+            },
+            dict(exc.headers or {}),
+        )
+
+    @app.exception_handler(Exception)
+    async def unexpected_error(request: Request, exc: Exception) -> JSONResponse:
+        log.exception("unexpected error on %s %s", request.method, request.url.path)
+        return _problem(
+            500,
+            {
+                "type": PROBLEM_BASE + "internal",
+                "title": "Internal error",
+                "status": 500,
+                "detail": "an unexpected error occurred; it has been logged",
+                "instance": request.url.path,
+            },
+        )

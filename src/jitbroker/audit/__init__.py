@@ -1,0 +1,1 @@
+"""The audit trail: every authentication failure, decision, issuance and revocation, never a secret."""

@@ -1,0 +1,90 @@
+"""Wiring: build every client and repository once, from Settings, in one place."""
+
+from __future__ import annotations
+
+import sys
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+
+import redis
+
+from jitbroker.audit.log import AuditLog
+from jitbroker.config import BrokerConfig, Settings, load_config
+from jitbroker.engines.base import CredentialEngine
+from jitbroker.engines.database import DatabaseEngine
+from jitbroker.engines.token import TokenEngine
+from jitbroker.grants.repository import GrantRepository
+from jitbroker.identity.verifier import TokenVerifier
+from jitbroker.metrics import RevocationStats
+from jitbroker.policy.engine import PolicyEngine
+from jitbroker.revocation.ledger import ExpiryLedger
+from jitbroker.revocation.queue import CeleryRevocationQueue, RevocationQueue
+from jitbroker.tasks.repository import TaskRepository
+from jitbroker.vault import VaultClient
+from jitbroker.worker import create_celery
+
+
+def utc_now() -> datetime:
+    return datetime.now(UTC)
+
+
+@dataclass
+class Broker:
+    """Everything a service function needs, built once per process."""
+
+    settings: Settings
+    config: BrokerConfig
+    redis: redis.Redis
+    vault: VaultClient
+    engines: dict[str, CredentialEngine]
+    verifier: TokenVerifier
+    policy: PolicyEngine
+    audit: AuditLog
+    tasks: TaskRepository
+    grants: GrantRepository
+    ledger: ExpiryLedger
+    revocation_stats: RevocationStats
+    revocations: RevocationQueue
+    clock: Callable[[], datetime] = field(default=utc_now)
+
+
+def build_broker(
+    settings: Settings,
+    *,
+    revocations: RevocationQueue | None = None,
+    redis_client: redis.Redis | None = None,
+    config: BrokerConfig | None = None,
+) -> Broker:
+    """Load the config directory and connect to Redis and OpenBao (lazily: no I/O here)."""
+    config = config or load_config(settings.config_dir)
+    client = redis_client or redis.Redis.from_url(
+        settings.redis_url, socket_timeout=5, socket_connect_timeout=5, health_check_interval=30
+    )
+    vault = VaultClient(
+        settings.vault_addr,
+        settings.vault_token.get_secret_value(),
+        timeout=settings.vault_timeout_seconds,
+    )
+    prefix = settings.key_prefix
+    ledger = ExpiryLedger(client, f"{prefix}:ledger")
+    tasks = TaskRepository(client, prefix)
+    if revocations is None:
+        revocations = CeleryRevocationQueue(create_celery(settings))
+    return Broker(
+        settings=settings,
+        config=config,
+        redis=client,
+        vault=vault,
+        engines={"database": DatabaseEngine(vault), "token": TokenEngine(vault)},
+        verifier=TokenVerifier(config),
+        policy=PolicyEngine(config.rules),
+        audit=AuditLog(
+            client, f"{prefix}:audit", stdout=sys.stdout if settings.audit_stdout else None
+        ),
+        tasks=tasks,
+        grants=GrantRepository(client, prefix, tasks=tasks, ledger=ledger),
+        ledger=ledger,
+        revocation_stats=RevocationStats(client, f"{prefix}:stats:revocations"),
+        revocations=revocations,
+    )

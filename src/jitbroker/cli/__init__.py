@@ -1,0 +1,150 @@
+"""The `jitbroker` command: serve, worker, scheduler, config check, dev helpers."""
+
+from __future__ import annotations
+
+import logging
+import signal
+import sys
+import threading
+from pathlib import Path
+from typing import Annotated, Optional
+
+import typer
+
+from jitbroker.config import Settings, load_config
+from jitbroker.errors import ConfigError
+
+app = typer.Typer(no_args_is_help=True, add_completion=False, help=__doc__)
+config_app = typer.Typer(no_args_is_help=True, help="Validate the configuration directory.")
+dev_app = typer.Typer(no_args_is_help=True, help="Local development helpers.")
+app.add_typer(config_app, name="config")
+app.add_typer(dev_app, name="dev")
+
+
+def _setup_logging(settings: Settings) -> None:
+    logging.basicConfig(
+        level=settings.log_level.upper(),
+        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+        stream=sys.stderr,
+    )
+
+
+def _settings_or_exit() -> Settings:
+    settings = Settings()
+    try:
+        load_config(settings.config_dir)
+    except ConfigError as exc:
+        typer.echo(f"configuration error: {exc}", err=True)
+        raise typer.Exit(2) from None
+    return settings
+
+
+@app.command()
+def serve(
+    host: Annotated[Optional[str], typer.Option(help="Listen address")] = None,  # noqa: UP007
+    port: Annotated[Optional[int], typer.Option(help="Listen port")] = None,  # noqa: UP007
+) -> None:
+    """Run the HTTP API."""
+    import uvicorn
+
+    from jitbroker.app import create_app
+
+    settings = _settings_or_exit()
+    _setup_logging(settings)
+    uvicorn.run(
+        create_app(settings),
+        host=host or settings.listen_host,
+        port=port or settings.listen_port,
+        log_level=settings.log_level.lower(),
+        access_log=False,
+    )
+
+
+@app.command()
+def worker(
+    concurrency: Annotated[int, typer.Option(help="Worker processes")] = 2,
+) -> None:
+    """Run a Celery worker for revocations."""
+    from jitbroker.worker import REVOCATION_QUEUE, create_celery
+
+    settings = _settings_or_exit()
+    _setup_logging(settings)
+    celery = create_celery(settings)
+    celery.worker_main(
+        [
+            "worker",
+            f"--loglevel={settings.log_level.upper()}",
+            f"--concurrency={concurrency}",
+            "-Q",
+            REVOCATION_QUEUE,
+            "--without-gossip",
+            "--without-mingle",
+        ]
+    )
+
+
+@app.command()
+def scheduler() -> None:
+    """Run the expiry scheduler (one is active at a time; extra ones stand by)."""
+    from jitbroker.bootstrap import build_broker
+    from jitbroker.revocation.scheduler import run_scheduler
+
+    settings = _settings_or_exit()
+    _setup_logging(settings)
+    stop = threading.Event()
+    signal.signal(signal.SIGTERM, lambda *_: stop.set())
+    signal.signal(signal.SIGINT, lambda *_: stop.set())
+    run_scheduler(build_broker(settings), stop)
+
+
+@config_app.command("check")
+def config_check(
+    directory: Annotated[Optional[Path], typer.Argument(help="Config directory")] = None,  # noqa: UP007
+) -> None:
+    """Validate a configuration directory and summarise it."""
+    path = directory or Settings().config_dir
+    try:
+        config = load_config(path)
+    except ConfigError as exc:
+        typer.echo(f"configuration error: {exc}", err=True)
+        raise typer.Exit(2) from None
+    typer.echo(
+        f"{path}: {len(config.issuers)} issuers, {len(config.workloads)} workloads, "
+        f"{len(config.profiles)} profiles, {len(config.rules)} rules: OK"
+    )
+
+
+@dev_app.command("token")
+def dev_token(
+    workload: Annotated[Optional[str], typer.Argument(help="Workload id")] = None,  # noqa: UP007
+    human: Annotated[Optional[str], typer.Option(help="Dev human (approver) name")] = None,  # noqa: UP007
+    ttl: Annotated[int, typer.Option(help="Token lifetime in seconds")] = 900,
+) -> None:
+    """Print a JWT signed by the dev issuer for a workload, or for a human with --human."""
+    from jitbroker.identity.dev_issuer import DevIssuer
+
+    settings = Settings()
+    config = load_config(settings.config_dir)
+    issuer = DevIssuer(settings.dev_issuer_dir or Path(".dev/issuers"))
+    if human is not None:
+        if human not in config.dev_humans:
+            typer.echo(f"unknown dev human {human!r}; known: {sorted(config.dev_humans)}", err=True)
+            raise typer.Exit(2)
+        typer.echo(issuer.human_token(config, human, ttl_seconds=ttl))
+        return
+    if workload is None or workload not in config.workloads:
+        typer.echo(f"name a workload: one of {sorted(config.workloads)}", err=True)
+        raise typer.Exit(2)
+    typer.echo(issuer.workload_token(config, workload, ttl_seconds=ttl))
+
+
+@dev_app.command("stack")
+def dev_stack() -> None:
+    """Run the whole local stack in the foreground (what `make run` does)."""
+    from jitbroker.dev.stack import run_stack
+
+    raise typer.Exit(run_stack())
+
+
+def main() -> None:
+    app()

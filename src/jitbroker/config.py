@@ -1,0 +1,349 @@
+"""Runtime settings (environment) and the configuration directory (YAML, validated at start-up)."""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+from typing import Any, Literal
+
+import cel
+import yaml
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    PrivateAttr,
+    SecretStr,
+    ValidationError,
+    field_validator,
+    model_validator,
+)
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+from jitbroker.errors import ConfigError
+
+ASYMMETRIC_ALGORITHMS = (
+    "RS256", "RS384", "RS512", "PS256", "PS384", "PS512", "ES256", "ES384", "ES512", "EdDSA",
+)
+Algorithm = Literal[
+    "RS256", "RS384", "RS512", "PS256", "PS384", "PS512", "ES256", "ES384", "ES512", "EdDSA",
+]
+SLUG = re.compile(r"^[a-z0-9][a-z0-9._-]{0,62}$")
+
+
+class Settings(BaseSettings):
+    """Process settings, read from JITBROKER_* environment variables."""
+
+    model_config = SettingsConfigDict(env_prefix="JITBROKER_", extra="ignore")
+
+    config_dir: Path = Path("examples/dev")
+    redis_url: str = "redis://127.0.0.1:6379/0"
+    key_prefix: str = "jb"
+    vault_addr: str = "http://127.0.0.1:8200"
+    vault_token: SecretStr = SecretStr("")
+    vault_timeout_seconds: float = 5.0
+    listen_host: str = "127.0.0.1"
+    listen_port: int = 8400
+    dev_issuer_dir: Path | None = None
+    default_task_ttl_seconds: int = Field(default=3600, gt=0)
+    max_task_ttl_seconds: int = Field(default=86400, gt=0)
+    complete_wait_seconds: float = Field(default=30.0, gt=0)
+    revocation_redelivery_seconds: int = Field(default=30, gt=0)
+    sweep_interval_seconds: float = Field(default=0.2, gt=0)
+    sweep_batch_size: int = Field(default=500, gt=0)
+    idempotency_ttl_seconds: int = Field(default=86400, gt=0)
+    audit_stdout: bool = True
+    log_level: str = "INFO"
+
+    @property
+    def celery_broker_url(self) -> str:
+        return self.redis_url
+
+
+class IssuerConfig(BaseModel):
+    """A trusted token issuer: exact `iss`, its keys, audiences and pinned algorithms."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    name: str
+    issuer: str = Field(min_length=1)
+    audiences: list[str] = Field(min_length=1)
+    algorithms: list[Algorithm] = Field(min_length=1)
+    jwks_url: str | None = None
+    jwks_file: Path | None = None
+    human: bool = False
+    groups_claim: str = "groups"
+    leeway_seconds: int = Field(default=30, ge=0, le=300)
+    jwks_cache_seconds: int = Field(default=300, ge=1)
+    jwks_min_refresh_seconds: float = Field(default=10.0, ge=0)
+
+    @field_validator("name")
+    @classmethod
+    def _slug(cls, value: str) -> str:
+        return _check_slug(value)
+
+    @model_validator(mode="after")
+    def _one_key_source(self) -> IssuerConfig:
+        if (self.jwks_url is None) == (self.jwks_file is None):
+            raise ValueError("exactly one of jwks_url or jwks_file is required")
+        if self.jwks_url is not None and not self.jwks_url.startswith(("https://", "http://")):
+            raise ValueError("jwks_url must be an http(s) URL")
+        return self
+
+
+class WorkloadConfig(BaseModel):
+    """A registered workload, bound to tokens by issuer + subject + exact-match claims."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    id: str
+    issuer: str
+    subject: str = Field(min_length=1)
+    claims: dict[str, str | int | bool] = Field(default_factory=dict)
+    description: str = ""
+
+    @field_validator("id")
+    @classmethod
+    def _slug(cls, value: str) -> str:
+        return _check_slug(value)
+
+
+class ScopeBinding(BaseModel):
+    """One scope of a profile and the OpenBao role that implements it."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    name: str
+    role: str = Field(min_length=1)
+
+    @field_validator("name")
+    @classmethod
+    def _slug(cls, value: str) -> str:
+        return _check_slug(value)
+
+
+class ProfileConfig(BaseModel):
+    """What a grant can be for: an engine, its scopes (least privileged first) and a TTL cap."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    id: str
+    engine: Literal["database", "token"]
+    mount: str = Field(min_length=1)
+    destination: str = Field(min_length=1)
+    max_ttl_seconds: int = Field(gt=0, le=7 * 86400)
+    scopes: list[ScopeBinding] = Field(min_length=1)
+    description: str = ""
+
+    @field_validator("id")
+    @classmethod
+    def _slug(cls, value: str) -> str:
+        return _check_slug(value)
+
+    @field_validator("mount")
+    @classmethod
+    def _clean_mount(cls, value: str) -> str:
+        return value.strip("/")
+
+    @model_validator(mode="after")
+    def _unique_scopes(self) -> ProfileConfig:
+        names = [s.name for s in self.scopes]
+        if len(names) != len(set(names)):
+            raise ValueError(f"scopes must be unique, got {names}")
+        return self
+
+    def scope_names(self) -> list[str]:
+        return [s.name for s in self.scopes]
+
+    def binding_for(self, scopes: list[str]) -> ScopeBinding:
+        """The most privileged of the requested scopes (profile order is least to most)."""
+        order = self.scope_names()
+        return self.scopes[max(order.index(s) for s in scopes)]
+
+
+class RuleConfig(BaseModel):
+    """A policy rule: a CEL `when` condition and an effect; first match wins."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    name: str
+    when: str = "true"
+    effect: Literal["allow", "deny", "require_approval"]
+    reason: str = ""
+    _program: Any = PrivateAttr(default=None)
+
+    @field_validator("name")
+    @classmethod
+    def _slug(cls, value: str) -> str:
+        return _check_slug(value)
+
+    @model_validator(mode="after")
+    def _compile_when(self) -> RuleConfig:
+        try:
+            self._program = cel.compile(self.when)
+        except (ValueError, RuntimeError) as exc:
+            raise ValueError(f"'when' is not valid CEL: {exc}") from None
+        return self
+
+    @property
+    def program(self) -> Any:
+        """The CEL program, compiled once when the rule was loaded."""
+        return self._program
+
+
+class DevHumanConfig(BaseModel):
+    """A human the dev issuer can mint tokens for (dev stack only)."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    subject: str
+    email: str = ""
+    groups: list[str] = Field(default_factory=list)
+    issuer: str
+
+
+SECTIONS: dict[str, type[BaseModel]] = {
+    "issuers": IssuerConfig,
+    "workloads": WorkloadConfig,
+    "profiles": ProfileConfig,
+    "rules": RuleConfig,
+    "dev_humans": DevHumanConfig,
+}
+ID_FIELD = {
+    "issuers": "name",
+    "workloads": "id",
+    "profiles": "id",
+    "rules": "name",
+    "dev_humans": "subject",
+}
+
+
+class BrokerConfig(BaseModel):
+    """Everything loaded from the configuration directory."""
+
+    model_config = ConfigDict(arbitrary_types_allowed=True)
+
+    directory: Path
+    issuers: dict[str, IssuerConfig]
+    workloads: dict[str, WorkloadConfig]
+    profiles: dict[str, ProfileConfig]
+    rules: list[RuleConfig]
+    dev_humans: dict[str, DevHumanConfig]
+
+
+def _check_slug(value: str) -> str:
+    if not SLUG.match(value):
+        raise ValueError(
+            f"{value!r} must be lowercase letters, digits, '.', '_' or '-' (at most 63)"
+        )
+    return value
+
+
+def _describe_location(loc: tuple[int | str, ...]) -> str:
+    return ".".join(str(part) for part in loc) or "(entry)"
+
+
+def load_config(directory: Path) -> BrokerConfig:
+    """Load and validate every *.yaml file in `directory`; raise ConfigError naming file/entry/field."""
+    if not directory.is_dir():
+        raise ConfigError(f"{directory}: configuration directory not found")
+    found: dict[str, list[tuple[Path, int, BaseModel]]] = {name: [] for name in SECTIONS}
+    files = sorted([*directory.glob("*.yaml"), *directory.glob("*.yml")])
+    if not files:
+        raise ConfigError(f"{directory}: no *.yaml files")
+    for path in files:
+        for section, index, entry in _read_file(path):
+            found[section].append((path, index, entry))
+
+    def unique(section: str) -> dict[str, Any]:
+        result: dict[str, Any] = {}
+        where: dict[str, str] = {}
+        for path, index, entry in found[section]:
+            key = getattr(entry, ID_FIELD[section])
+            here = f"{path.name}: {section}[{index}]"
+            if key in result:
+                raise ConfigError(
+                    f"{here} ({ID_FIELD[section]} {key!r}): duplicate, first defined at {where[key]}"
+                )
+            result[key] = entry
+            where[key] = here
+        return result
+
+    issuers: dict[str, IssuerConfig] = unique("issuers")
+    workloads: dict[str, WorkloadConfig] = unique("workloads")
+    profiles: dict[str, ProfileConfig] = unique("profiles")
+    unique("rules")
+    dev_humans: dict[str, DevHumanConfig] = unique("dev_humans")
+    rules = [entry for _, _, entry in found["rules"] if isinstance(entry, RuleConfig)]
+
+    locations = {
+        (section, getattr(entry, ID_FIELD[section])): f"{path.name}: {section}[{index}]"
+        for section in SECTIONS
+        for path, index, entry in found[section]
+    }
+    for issuer in issuers.values():
+        if issuer.jwks_file is not None and not issuer.jwks_file.is_absolute():
+            issuer.jwks_file = (directory / issuer.jwks_file).resolve()
+    by_iss: dict[str, str] = {}
+    for issuer in issuers.values():
+        if issuer.issuer in by_iss:
+            raise ConfigError(
+                f"{locations[('issuers', issuer.name)]} (name {issuer.name!r}): field 'issuer': "
+                f"{issuer.issuer!r} is already used by issuer {by_iss[issuer.issuer]!r}"
+            )
+        by_iss[issuer.issuer] = issuer.name
+    for workload in workloads.values():
+        issuer_ref = issuers.get(workload.issuer)
+        if issuer_ref is None or issuer_ref.human:
+            raise ConfigError(
+                f"{locations[('workloads', workload.id)]} (id {workload.id!r}): field 'issuer': "
+                f"no workload issuer named {workload.issuer!r}"
+            )
+    for human in dev_humans.values():
+        if human.issuer not in issuers or not issuers[human.issuer].human:
+            raise ConfigError(
+                f"{locations[('dev_humans', human.subject)]} (subject {human.subject!r}): "
+                f"field 'issuer': no human issuer named {human.issuer!r}"
+            )
+    return BrokerConfig(
+        directory=directory,
+        issuers=issuers,
+        workloads=workloads,
+        profiles=profiles,
+        rules=rules,
+        dev_humans=dev_humans,
+    )
+
+
+def _read_file(path: Path) -> list[tuple[str, int, BaseModel]]:
+    try:
+        document = yaml.safe_load(path.read_text(encoding="utf-8"))
+    except yaml.YAMLError as exc:
+        raise ConfigError(f"{path.name}: not valid YAML: {exc}") from None
+    if document is None:
+        return []
+    if not isinstance(document, dict):
+        raise ConfigError(f"{path.name}: top level must be a mapping of sections")
+    entries: list[tuple[str, int, BaseModel]] = []
+    for section, items in document.items():
+        model = SECTIONS.get(section)
+        if model is None:
+            raise ConfigError(
+                f"{path.name}: unknown section {section!r} (expected one of {sorted(SECTIONS)})"
+            )
+        if not isinstance(items, list):
+            raise ConfigError(f"{path.name}: section {section!r} must be a list")
+        for index, raw in enumerate(items):
+            label = raw.get(ID_FIELD[section]) if isinstance(raw, dict) else None
+            entry_name = f"{path.name}: {section}[{index}]" + (
+                f" ({ID_FIELD[section]} {label!r})" if label else ""
+            )
+            try:
+                entries.append((section, index, model.model_validate(raw)))
+            except ValidationError as exc:
+                problems = "; ".join(
+                    f"field '{_describe_location(err['loc'])}': {err['msg']}"
+                    for err in exc.errors()
+                )
+                raise ConfigError(f"{entry_name}: {problems}") from None
+    return entries

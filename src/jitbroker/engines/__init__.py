@@ -1,0 +1,1 @@
+"""OpenBao secrets engines behind one small interface: issue, revoke, is_revoked."""

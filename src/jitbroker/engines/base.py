@@ -1,0 +1,43 @@
+"""The engine interface and what an issuance returns."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Protocol
+
+from pydantic import SecretStr
+
+from jitbroker.config import ProfileConfig, ScopeBinding
+
+
+@dataclass(frozen=True)
+class IssuedCredential:
+    """A fresh credential: `secret` leaves once in the response; `lease_ref` is what we keep."""
+
+    lease_ref: str
+    lease_ttl_seconds: int
+    principal: str
+    secret: dict[str, SecretStr] = field(repr=False)
+    public: dict[str, str] = field(default_factory=dict)
+
+    def reveal(self) -> dict[str, str]:
+        """The credential fields for the one issuing response."""
+        return {**self.public, **{k: v.get_secret_value() for k, v in self.secret.items()}}
+
+
+class CredentialEngine(Protocol):
+    """One OpenBao secrets engine. Every method is safe to call again with the same arguments."""
+
+    kind: str
+
+    def issue(
+        self, profile: ProfileConfig, binding: ScopeBinding, *, ttl_seconds: int, grant_id: str,
+        labels: dict[str, str],
+    ) -> IssuedCredential:
+        """Issue a credential whose OpenBao lease TTL is exactly `ttl_seconds`."""
+
+    def revoke(self, lease_ref: str) -> None:
+        """Revoke the credential; revoking an already revoked or expired one succeeds."""
+
+    def is_revoked(self, lease_ref: str) -> bool:
+        """True when OpenBao no longer knows the lease."""

@@ -1,0 +1,58 @@
+"""OpenBao database engine: dynamic database users, lease shortened to the grant TTL."""
+
+from __future__ import annotations
+
+from pydantic import SecretStr
+
+from jitbroker.config import ProfileConfig, ScopeBinding
+from jitbroker.engines.base import IssuedCredential
+from jitbroker.errors import VaultRejected
+from jitbroker.vault import VaultClient
+
+
+class DatabaseEngine:
+    """Reads `<mount>/creds/<role>` and renews the lease down to the grant TTL."""
+
+    kind = "database"
+
+    def __init__(self, vault: VaultClient) -> None:
+        self.vault = vault
+
+    def issue(
+        self, profile: ProfileConfig, binding: ScopeBinding, *, ttl_seconds: int, grant_id: str,
+        labels: dict[str, str],
+    ) -> IssuedCredential:
+        del grant_id, labels  # the database engine keeps no metadata on its leases
+        response = self.vault.read(f"{profile.mount}/creds/{binding.role}")
+        lease_id = str(response.get("lease_id") or "")
+        data = response.get("data") or {}
+        if not lease_id or "username" not in data or "password" not in data:
+            if lease_id:
+                self.vault.revoke_lease(lease_id)
+            raise VaultRejected(f"OpenBao returned no database credential for role {binding.role!r}")
+        try:
+            # The role's default TTL is the profile cap; renewing with an increment sets the
+            # lease (and the user's VALID UNTIL) to exactly the grant TTL from now.
+            renewed = self.vault.renew_lease(lease_id, ttl_seconds)
+            lease_ttl = int(renewed.get("lease_duration", 0))
+            if lease_ttl <= 0 or lease_ttl > ttl_seconds:
+                raise VaultRejected(
+                    f"OpenBao set a {lease_ttl}s lease for role {binding.role!r}, "
+                    f"expected at most {ttl_seconds}s"
+                )
+        except Exception:
+            self.vault.revoke_lease(lease_id)
+            raise
+        return IssuedCredential(
+            lease_ref=lease_id,
+            lease_ttl_seconds=lease_ttl,
+            principal=str(data["username"]),
+            secret={"password": SecretStr(str(data["password"]))},
+            public={"username": str(data["username"])},
+        )
+
+    def revoke(self, lease_ref: str) -> None:
+        self.vault.revoke_lease(lease_ref)
+
+    def is_revoked(self, lease_ref: str) -> bool:
+        return not self.vault.lease_exists(lease_ref)

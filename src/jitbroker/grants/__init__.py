@@ -1,0 +1,1 @@
+"""Grants: a decided, issued and eventually revoked credential within a task."""

@@ -1,0 +1,334 @@
+"""Grant requests: validate, decide by policy, issue through OpenBao, record before returning."""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+import secrets
+import time
+from dataclasses import dataclass
+from datetime import timedelta
+
+from jitbroker import metrics
+from jitbroker.audit.events import AuditEvent, RequestContext
+from jitbroker.bootstrap import Broker
+from jitbroker.config import ProfileConfig
+from jitbroker.engines.base import IssuedCredential
+from jitbroker.errors import (
+    BrokerError,
+    Conflict,
+    InvalidRequest,
+    NotFound,
+    PolicyDenied,
+    StateUnavailable,
+)
+from jitbroker.grants.schemas import GrantRecord, GrantRequest, GrantState, RevokeReason
+from jitbroker.identity.schemas import WorkloadIdentity
+from jitbroker.policy.schemas import Decision, PolicyInput
+from jitbroker.revocation.service import request_revocation
+from jitbroker.tasks.schemas import TaskRecord, TaskState
+from jitbroker.tasks.service import get_own_task
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class GrantOutcome:
+    """The grant, and the credential when this very request issued it."""
+
+    grant: GrantRecord
+    credential: IssuedCredential | None = None
+    replayed: bool = False
+
+
+def request_grant(
+    broker: Broker,
+    workload: WorkloadIdentity,
+    *,
+    task_id: str,
+    request: GrantRequest,
+    idempotency_key: str | None,
+    context: RequestContext,
+) -> GrantOutcome:
+    """Decide on a grant request and, when allowed, issue its credential exactly once."""
+    task = get_own_task(broker, workload, task_id=task_id)
+    now = broker.clock()
+    if task.effective_state(now) != TaskState.active:
+        raise Conflict(f"task {task_id} is {task.effective_state(now).value}; open a new task")
+    profile = _validated_profile(broker, request)
+    ttl_seconds = min(request.ttl_seconds, int((task.expires_at - now).total_seconds()))
+    if ttl_seconds < 1:
+        raise Conflict(f"task {task_id} ends in less than a second; open a new task")
+
+    if idempotency_key is not None:
+        replay = _claim_idempotency_key(broker, workload, task, request, idempotency_key)
+        if replay is not None:
+            return replay
+    try:
+        decision = _decide(broker, workload, task, request, profile, context)
+        if decision.effect == "deny":
+            raise PolicyDenied(decision.reason, rule=decision.rule)
+        grant = _new_grant(broker, workload, task, request, profile, decision)
+        idempotency = (
+            (workload.workload_id, idempotency_key, broker.settings.idempotency_ttl_seconds)
+            if idempotency_key is not None
+            else None
+        )
+        if decision.effect == "require_approval":
+            broker.grants.create(grant, idempotency=idempotency)
+            return GrantOutcome(grant)
+        credential = _issue(broker, grant, profile, ttl_seconds, idempotency, context)
+    except BrokerError:
+        if idempotency_key is not None:
+            broker.grants.release_idempotency_key(workload.workload_id, idempotency_key)
+        raise
+    return GrantOutcome(grant, credential)
+
+
+def get_own_grant(broker: Broker, workload: WorkloadIdentity, *, grant_id: str) -> GrantRecord:
+    """The grant if it belongs to the caller's workload; otherwise not found."""
+    grant = broker.grants.get(grant_id)
+    if grant is None or grant.workload != workload.workload_id:
+        raise NotFound(f"no grant {grant_id} for this workload")
+    return grant
+
+
+def revoke_own_grant(
+    broker: Broker, workload: WorkloadIdentity, *, grant_id: str, context: RequestContext
+) -> GrantRecord:
+    """Ask for the caller's grant to be revoked now."""
+    get_own_grant(broker, workload, grant_id=grant_id)
+    grant = request_revocation(
+        broker, grant_id, reason=RevokeReason.revoked_by_workload, context=context
+    )
+    assert grant is not None
+    return grant
+
+
+def _validated_profile(broker: Broker, request: GrantRequest) -> ProfileConfig:
+    profile = broker.config.profiles.get(request.profile)
+    if profile is None:
+        raise InvalidRequest(
+            f"unknown profile {request.profile!r}",
+            errors=[{"field": "profile", "message": "no such profile"}],
+        )
+    unknown = [s for s in request.scopes if s not in profile.scope_names()]
+    if unknown:
+        raise InvalidRequest(
+            f"profile {profile.id!r} has no scope {', '.join(map(repr, unknown))}; "
+            f"it offers {profile.scope_names()}",
+            errors=[{"field": "scopes", "message": f"unknown scope {s!r}"} for s in unknown],
+        )
+    if request.ttl_seconds > profile.max_ttl_seconds:
+        raise InvalidRequest(
+            f"ttl_seconds {request.ttl_seconds} exceeds the profile cap of "
+            f"{profile.max_ttl_seconds}",
+            errors=[{"field": "ttl_seconds", "message": "over the profile cap"}],
+        )
+    return profile
+
+
+def _claim_idempotency_key(
+    broker: Broker,
+    workload: WorkloadIdentity,
+    task: TaskRecord,
+    request: GrantRequest,
+    key: str,
+) -> GrantOutcome | None:
+    if not 1 <= len(key) <= 200:
+        raise InvalidRequest("Idempotency-Key must be 1 to 200 characters")
+    fingerprint = hashlib.sha256(
+        f"{task.task_id}\n{request.model_dump_json()}".encode()
+    ).hexdigest()
+    held = broker.grants.claim_idempotency_key(
+        workload.workload_id, key, fingerprint, ttl_seconds=60
+    )
+    if held is None:
+        return None
+    if held.fingerprint != fingerprint:
+        raise InvalidRequest("Idempotency-Key was already used for a different request")
+    if held.grant_id is None:
+        conflict = Conflict("a request with this Idempotency-Key is still being processed")
+        conflict.headers["Retry-After"] = "1"
+        raise conflict
+    grant = broker.grants.get(held.grant_id)
+    if grant is None:
+        raise NotFound(f"grant {held.grant_id} of this Idempotency-Key no longer exists")
+    return GrantOutcome(grant, replayed=True)
+
+
+def _decide(
+    broker: Broker,
+    workload: WorkloadIdentity,
+    task: TaskRecord,
+    request: GrantRequest,
+    profile: ProfileConfig,
+    context: RequestContext,
+) -> Decision:
+    subject = PolicyInput(
+        workload={
+            "id": workload.workload_id,
+            "issuer": workload.issuer,
+            "subject": workload.subject,
+            "claims": workload.claims,
+        },
+        request={
+            "profile": request.profile,
+            "scopes": request.scopes,
+            "ttl_seconds": request.ttl_seconds,
+            "justification": request.justification,
+            "task_id": task.task_id,
+            "task_purpose": task.purpose,
+        },
+        profile={
+            "id": profile.id,
+            "engine": profile.engine,
+            "destination": profile.destination,
+            "max_ttl_seconds": profile.max_ttl_seconds,
+            "scopes": profile.scope_names(),
+        },
+        context={
+            "now": broker.clock(),
+            "source_ip": context.source_ip or "",
+            "user_agent": context.user_agent or "",
+        },
+    )
+    decision = broker.policy.decide(subject)
+    metrics.GRANT_DECISIONS.labels(profile.id, decision.effect).inc()
+    broker.audit.record(
+        AuditEvent(
+            type="grant.decided",
+            outcome=decision.effect,
+            workload=workload.workload_id,
+            task_id=task.task_id,
+            profile=profile.id,
+            rule=decision.rule,
+            reason=decision.reason,
+            context=context,
+            details={"scopes": request.scopes, "ttl_seconds": request.ttl_seconds},
+        )
+    )
+    return decision
+
+
+def _new_grant(
+    broker: Broker,
+    workload: WorkloadIdentity,
+    task: TaskRecord,
+    request: GrantRequest,
+    profile: ProfileConfig,
+    decision: Decision,
+) -> GrantRecord:
+    binding = profile.binding_for(request.scopes)
+    return GrantRecord(
+        grant_id="grt_" + secrets.token_hex(12),
+        task_id=task.task_id,
+        workload=workload.workload_id,
+        profile=profile.id,
+        engine=profile.engine,
+        scopes=request.scopes,
+        role=binding.role,
+        destination=profile.destination,
+        justification=request.justification,
+        requested_ttl_seconds=request.ttl_seconds,
+        state=(
+            GrantState.pending_approval
+            if decision.effect == "require_approval"
+            else GrantState.issued
+        ),
+        decision=decision.as_dict(),
+        created_at=broker.clock(),
+    )
+
+
+def _issue(
+    broker: Broker,
+    grant: GrantRecord,
+    profile: ProfileConfig,
+    ttl_seconds: int,
+    idempotency: tuple[str, str, int] | None,
+    context: RequestContext,
+) -> IssuedCredential:
+    """Issue, then record the lease; if recording fails, revoke the lease and answer 503."""
+    engine = broker.engines[profile.engine]
+    started = time.monotonic()
+    try:
+        credential = engine.issue(
+            profile,
+            profile.binding_for(grant.scopes),
+            ttl_seconds=ttl_seconds,
+            grant_id=grant.grant_id,
+            labels={"task_id": grant.task_id, "workload": grant.workload},
+        )
+    except BrokerError as exc:
+        _audit_issue_failure(broker, grant, exc, context)
+        raise
+    issued_at = broker.clock()
+    grant.issued_at = issued_at
+    grant.expires_at = issued_at + timedelta(seconds=credential.lease_ttl_seconds)
+    grant.lease_ref = credential.lease_ref
+    grant.lease_ttl_seconds = credential.lease_ttl_seconds
+    grant.principal = credential.principal
+    try:
+        broker.grants.create(
+            grant, expires_at=grant.expires_at.timestamp(), idempotency=idempotency
+        )
+    except StateUnavailable as exc:
+        _roll_back(broker, grant, credential)
+        _audit_issue_failure(broker, grant, exc, context)
+        raise StateUnavailable(
+            "the credential could not be recorded, so it was revoked; retry shortly"
+        ) from None
+    metrics.GRANTS_ISSUED.labels(profile.id).inc()
+    metrics.ISSUANCE_SECONDS.labels(profile.id).observe(time.monotonic() - started)
+    broker.audit.record(
+        AuditEvent(
+            type="grant.issued",
+            outcome="issued",
+            workload=grant.workload,
+            task_id=grant.task_id,
+            grant_id=grant.grant_id,
+            profile=grant.profile,
+            rule=grant.decision["rule"],
+            context=context,
+            details={
+                "scopes": grant.scopes,
+                "role": grant.role,
+                "lease_ttl_seconds": credential.lease_ttl_seconds,
+                "principal": credential.principal,
+                "expires_at": grant.expires_at.isoformat(),
+            },
+        )
+    )
+    return credential
+
+
+def _roll_back(broker: Broker, grant: GrantRecord, credential: IssuedCredential) -> None:
+    metrics.ISSUANCE_FAILURES.labels(grant.profile).inc()
+    try:
+        broker.engines[grant.engine].revoke(credential.lease_ref)
+    except BrokerError as exc:
+        # OpenBao's lease TTL (the grant TTL) still bounds this credential.
+        log.critical(
+            "unrecorded lease for grant %s could not be revoked (%s); it dies at its TTL",
+            grant.grant_id,
+            exc.detail,
+        )
+
+
+def _audit_issue_failure(
+    broker: Broker, grant: GrantRecord, exc: BrokerError, context: RequestContext
+) -> None:
+    broker.audit.record(
+        AuditEvent(
+            type="grant.issue_failed",
+            outcome="failed",
+            workload=grant.workload,
+            task_id=grant.task_id,
+            grant_id=grant.grant_id,
+            profile=grant.profile,
+            rule=grant.decision["rule"],
+            reason=exc.detail,
+            context=context,
+        )
+    )

@@ -1,0 +1,1 @@
+"""Workload and human identity: JWKS, token verification, binding to registered workloads."""

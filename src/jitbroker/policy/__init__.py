@@ -1,0 +1,1 @@
+"""Policy as code: CEL rules, compiled once, evaluated in order; first match wins, default deny."""

@@ -1,0 +1,53 @@
+"""Compile rules once at load; decide() is pure and fails closed on evaluation errors."""
+
+from __future__ import annotations
+
+from jitbroker.config import RuleConfig
+from jitbroker.policy.schemas import DEFAULT_DENY_RULE, Decision, PolicyInput
+
+
+
+class PolicyEngine:
+    """An ordered list of rules whose CEL conditions were compiled when the config loaded."""
+
+    def __init__(self, rules: list[RuleConfig]) -> None:
+        self.rules = list(rules)
+
+    def decide(self, subject: PolicyInput) -> Decision:
+        """First matching rule decides; no match, or a rule that cannot be evaluated, denies."""
+        activation = subject.as_activation()
+        for rule in self.rules:
+            try:
+                matched = rule.program.execute(activation)
+            except Exception as exc:  # noqa: BLE001 - any CEL runtime error must fail closed
+                return Decision(
+                    "deny",
+                    rule.name,
+                    f"rule {rule.name!r} could not be evaluated ({_describe(exc)}); "
+                    "denying",
+                )
+            if not isinstance(matched, bool):
+                return Decision(
+                    "deny",
+                    rule.name,
+                    f"rule {rule.name!r} did not evaluate to a boolean; denying",
+                )
+            if matched:
+                return Decision(rule.effect, rule.name, _reason_for(rule))
+        return Decision("deny", DEFAULT_DENY_RULE, "no policy rule allows this request")
+
+
+def _reason_for(rule: RuleConfig) -> str:
+    if rule.reason:
+        return rule.reason
+    return {
+        "allow": f"allowed by rule {rule.name!r}",
+        "deny": f"denied by rule {rule.name!r}",
+        "require_approval": f"rule {rule.name!r} requires human approval",
+    }[rule.effect]
+
+
+def _describe(exc: Exception) -> str:
+    if isinstance(exc, KeyError):
+        return f"no such field {exc.args[0]!r}" if exc.args else "missing field"
+    return str(exc).splitlines()[0][:200] if str(exc) else type(exc).__name__

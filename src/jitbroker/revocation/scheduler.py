@@ -1,0 +1,71 @@
+"""The expiry scheduler: one active sweeper (a Redis lock), draining the ledger every fraction of a second."""
+
+from __future__ import annotations
+
+import logging
+import secrets
+import threading
+import time
+
+import redis
+
+from jitbroker.bootstrap import Broker
+from jitbroker.errors import BrokerError
+from jitbroker.revocation.service import sweep_expired
+
+log = logging.getLogger(__name__)
+
+# Extend the lock only if we still hold it.
+RENEW_LOCK = """
+if redis.call('GET', KEYS[1]) == ARGV[1] then
+  return redis.call('PEXPIRE', KEYS[1], ARGV[2])
+end
+return 0
+"""
+
+
+class SchedulerLock:
+    """A Redis lock with a fencing token; held while renewed, lost if the holder stalls."""
+
+    def __init__(self, client: redis.Redis, key: str, ttl_seconds: float) -> None:
+        self._redis = client
+        self.key = key
+        self.ttl_ms = int(ttl_seconds * 1000)
+        self.token = secrets.token_hex(16)
+        self._renew = client.register_script(RENEW_LOCK)
+
+    def hold(self) -> bool:
+        """Acquire or renew; True while this process is the active scheduler."""
+        if self._renew(keys=[self.key], args=[self.token, self.ttl_ms]) == 1:
+            return True
+        return bool(self._redis.set(self.key, self.token, nx=True, px=self.ttl_ms))
+
+    def release(self) -> None:
+        if self._redis.get(self.key) == self.token.encode():
+            self._redis.delete(self.key)
+
+
+def run_scheduler(broker: Broker, stop: threading.Event) -> None:
+    """Sweep until `stop` is set; only the lock holder sweeps, others stand by."""
+    prefix = broker.settings.key_prefix
+    interval = broker.settings.sweep_interval_seconds
+    lock = SchedulerLock(broker.redis, f"{prefix}:scheduler:lock", ttl_seconds=max(5 * interval, 2))
+    active = False
+    while not stop.is_set():
+        try:
+            holding = lock.hold()
+            if holding != active:
+                log.info("scheduler %s", "active" if holding else "standing by")
+                active = holding
+            if holding:
+                claimed = sweep_expired(broker)
+                if claimed:
+                    log.info("enqueued revocation of %d due grant(s)", len(claimed))
+                broker.redis.set(f"{prefix}:scheduler:last_success", f"{time.time():.3f}")
+        except (redis.RedisError, BrokerError) as exc:
+            log.warning("sweep failed, retrying: %s", exc)
+        stop.wait(interval)
+    try:
+        lock.release()
+    except redis.RedisError:
+        pass

@@ -1,0 +1,164 @@
+"""Revocation: request it, carry it out until OpenBao confirms, sweep the expiry ledger."""
+
+from __future__ import annotations
+
+import logging
+import time
+from datetime import timedelta
+
+from jitbroker.audit.events import AuditEvent, RequestContext
+from jitbroker.bootstrap import Broker
+from jitbroker.errors import BrokerError, VaultUnavailable
+from jitbroker.grants.schemas import GrantRecord, GrantState, RevokeReason
+
+log = logging.getLogger(__name__)
+
+# A sweeper claim that arrives this early is stale (the grant was re-issued a later expiry).
+EARLY_CLAIM_TOLERANCE = timedelta(milliseconds=500)
+MAX_CAS_ATTEMPTS = 20
+
+
+def request_revocation(
+    broker: Broker,
+    grant_id: str,
+    *,
+    reason: RevokeReason,
+    context: RequestContext | None = None,
+) -> GrantRecord | None:
+    """Mark a grant for revocation and hand it to a worker; safe to call any number of times."""
+    for _ in range(MAX_CAS_ATTEMPTS):
+        grant = broker.grants.get(grant_id)
+        if grant is None or grant.is_terminal:
+            return grant
+        now = broker.clock()
+        if grant.state == GrantState.pending_approval:
+            grant.state = GrantState.cancelled
+            grant.revoke_reason = reason
+            grant.revoked_at = now
+            if broker.grants.replace(grant):
+                broker.ledger.remove(grant_id)
+                _audit(broker, "grant.revoked", grant, outcome="cancelled", context=context)
+                return grant
+            continue
+        if grant.state == GrantState.issued:
+            grant.state = GrantState.revoking
+            grant.revoke_reason = reason
+            grant.revocation_requested_at = now
+            if not broker.grants.replace(grant):
+                continue
+            _audit(broker, "grant.revocation_requested", grant, outcome="requested", context=context)
+        # Safety net first: if the message below is lost, the sweeper re-enqueues it.
+        broker.ledger.schedule(
+            grant_id, time.time() + broker.settings.revocation_redelivery_seconds
+        )
+        broker.revocations.enqueue(grant_id)
+        return grant
+    raise BrokerError(f"grant {grant_id} changed too often to request revocation")
+
+
+def revoke_grant(broker: Broker, grant_id: str) -> GrantRecord | None:
+    """Revoke the grant's lease, confirm OpenBao forgot it, record the outcome; idempotent."""
+    for _ in range(MAX_CAS_ATTEMPTS):
+        grant = broker.grants.get(grant_id)
+        if grant is None or grant.is_terminal:
+            broker.ledger.remove(grant_id)
+            return grant
+        now = broker.clock()
+        if grant.state == GrantState.pending_approval:
+            return request_revocation(broker, grant_id, reason=RevokeReason.expired)
+        if grant.state == GrantState.issued:
+            if grant.expires_at is not None and grant.expires_at - now > EARLY_CLAIM_TOLERANCE:
+                # Stale ledger entry: put it back at the real expiry and do nothing now.
+                broker.ledger.schedule(grant_id, grant.expires_at.timestamp())
+                return grant
+            grant.state = GrantState.revoking
+            grant.revoke_reason = RevokeReason.expired
+            grant.revocation_requested_at = now
+            if not broker.grants.replace(grant):
+                continue
+        return _carry_out(broker, grant)
+    raise BrokerError(f"grant {grant_id} changed too often to revoke")
+
+
+def _carry_out(broker: Broker, grant: GrantRecord) -> GrantRecord:
+    assert grant.lease_ref is not None
+    engine = broker.engines[grant.engine]
+    started = time.monotonic()
+    try:
+        engine.revoke(grant.lease_ref)
+        if not engine.is_revoked(grant.lease_ref):
+            raise VaultUnavailable("OpenBao still lists the lease after revoking it")
+    except BrokerError as exc:
+        _note_failure(broker, grant, exc)
+        raise
+    final = GrantState.expired if grant.revoke_reason == RevokeReason.expired else GrantState.revoked
+    for _ in range(MAX_CAS_ATTEMPTS):
+        grant.state = final
+        grant.revoked_at = broker.clock()
+        if broker.grants.replace(grant):
+            break
+        reloaded = broker.grants.get(grant.grant_id)
+        if reloaded is None or reloaded.is_terminal:
+            broker.ledger.remove(grant.grant_id)
+            return reloaded or grant
+        grant = reloaded
+    broker.ledger.remove(grant.grant_id)
+    elapsed = time.monotonic() - started
+    broker.revocation_stats.record_revoked(grant.profile, final.value, elapsed)
+    _audit(
+        broker,
+        "grant.expired" if final == GrantState.expired else "grant.revoked",
+        grant,
+        outcome=final.value,
+        details={"verified": "lease absent in OpenBao", "revocation_seconds": round(elapsed, 4)},
+    )
+    return grant
+
+
+def _note_failure(broker: Broker, grant: GrantRecord, exc: BrokerError) -> None:
+    broker.revocation_stats.record_failure(grant.profile)
+    grant.revocation_attempts += 1
+    grant.last_revocation_error = exc.detail
+    try:
+        broker.grants.replace(grant)
+    except BrokerError:
+        pass  # the attempt count is informative; the retry matters more
+    _audit(broker, "grant.revocation_failed", grant, outcome="retrying", reason=exc.detail)
+
+
+def sweep_expired(broker: Broker, *, now: float | None = None) -> list[str]:
+    """Claim due ledger entries and enqueue one revocation each; returns the claimed ids."""
+    claimed = broker.ledger.claim_due(
+        time.time() if now is None else now,
+        limit=broker.settings.sweep_batch_size,
+        redelivery_seconds=broker.settings.revocation_redelivery_seconds,
+    )
+    for grant_id in claimed:
+        broker.revocations.enqueue(grant_id)
+    return claimed
+
+
+def _audit(
+    broker: Broker,
+    kind: str,
+    grant: GrantRecord,
+    *,
+    outcome: str,
+    reason: str | None = None,
+    context: RequestContext | None = None,
+    details: dict[str, object] | None = None,
+) -> None:
+    broker.audit.record(
+        AuditEvent(
+            type=kind,  # type: ignore[arg-type]
+            outcome=outcome,
+            workload=grant.workload,
+            task_id=grant.task_id,
+            grant_id=grant.grant_id,
+            profile=grant.profile,
+            rule=grant.decision.get("rule"),
+            reason=reason or (grant.revoke_reason.value if grant.revoke_reason else None),
+            context=context or RequestContext(),
+            details=details or {},
+        )
+    )

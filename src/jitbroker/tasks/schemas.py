@@ -1,0 +1,57 @@
+"""Task records and the task API's request and response bodies."""
+
+from __future__ import annotations
+
+from datetime import datetime
+from enum import StrEnum
+
+from pydantic import BaseModel, ConfigDict, Field
+
+from jitbroker.grants.schemas import GrantView, RevocationView
+from jitbroker.records import VersionedModel
+
+
+class TaskState(StrEnum):
+    active = "active"
+    completed = "completed"
+    expired = "expired"
+
+
+class TaskRecord(VersionedModel):
+    task_id: str
+    workload: str
+    purpose: str
+    state: TaskState = TaskState.active
+    created_at: datetime
+    expires_at: datetime
+    completed_at: datetime | None = None
+
+    def effective_state(self, now: datetime) -> TaskState:
+        """An active task past its deadline reads as expired."""
+        if self.state == TaskState.active and now >= self.expires_at:
+            return TaskState.expired
+        return TaskState(self.state)
+
+
+class OpenTaskRequest(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    purpose: str = Field(min_length=1, max_length=500)
+    ttl_seconds: int | None = Field(default=None, gt=0)
+
+
+class TaskView(BaseModel):
+    task_id: str
+    state: TaskState
+    workload: str
+    purpose: str
+    created_at: datetime
+    expires_at: datetime
+    completed_at: datetime | None = None
+    grants: list[GrantView] = Field(default_factory=list)
+
+
+class CompletionView(BaseModel):
+    task_id: str
+    state: str
+    revocations: list[RevocationView]

@@ -1,0 +1,113 @@
+"""The one OpenBao/Vault client: hvac behind typed errors (VaultUnavailable vs VaultRejected)."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any, TypeVar
+
+import hvac
+import hvac.exceptions
+import requests
+
+from jitbroker.errors import VaultRejected, VaultUnavailable
+
+T = TypeVar("T")
+
+RETRYABLE = (
+    hvac.exceptions.VaultDown,
+    hvac.exceptions.InternalServerError,
+    hvac.exceptions.BadGateway,
+    hvac.exceptions.RateLimitExceeded,
+    requests.exceptions.ConnectionError,
+    requests.exceptions.Timeout,
+)
+GONE_MARKERS = ("invalid lease", "lease not found", "invalid accessor", "bad token")
+
+
+class VaultClient:
+    """A thin, typed wrapper over the hvac calls jitbroker makes."""
+
+    def __init__(self, addr: str, token: str, *, timeout: float = 5.0) -> None:
+        self.addr = addr
+        self._client = hvac.Client(url=addr, token=token, timeout=timeout)
+
+    def _call(self, operation: str, fn: Callable[[], T]) -> T:
+        try:
+            return fn()
+        except RETRYABLE as exc:
+            raise VaultUnavailable(
+                f"OpenBao is unavailable during {operation} ({type(exc).__name__})"
+            ) from None
+        except hvac.exceptions.VaultError as exc:
+            reasons = "; ".join(str(e) for e in (exc.errors or [])) or type(exc).__name__
+            raise VaultRejected(
+                f"OpenBao refused {operation}: {reasons.strip()}", retry_after=30
+            ) from None
+
+    def is_ready(self) -> bool:
+        """True when OpenBao answers, is unsealed and our token is valid."""
+        try:
+            sealed = self._call("seal status", self._client.sys.is_sealed)
+            self._call("token lookup", self._client.auth.token.lookup_self)
+            return not sealed
+        except (VaultUnavailable, VaultRejected):
+            return False
+
+    def read(self, path: str) -> dict[str, Any]:
+        result = self._call(f"read {path}", lambda: self._client.read(path))
+        if not isinstance(result, dict):
+            raise VaultRejected(f"OpenBao returned nothing for {path}")
+        return result
+
+    def write(self, path: str, **data: Any) -> dict[str, Any]:
+        result = self._call(f"write {path}", lambda: self._client.write_data(path, data=data))
+        return result if isinstance(result, dict) else {}
+
+    def renew_lease(self, lease_id: str, increment_seconds: int) -> dict[str, Any]:
+        return self._call(
+            "lease renew",
+            lambda: self._client.sys.renew_lease(lease_id=lease_id, increment=increment_seconds),
+        )
+
+    def revoke_lease(self, lease_id: str) -> None:
+        """Revoke a lease synchronously; revoking an unknown or expired lease succeeds."""
+        self._call(
+            "lease revoke",
+            lambda: self._client.adapter.put(
+                "/v1/sys/leases/revoke", json={"lease_id": lease_id, "sync": True}
+            ),
+        )
+
+    def lease_exists(self, lease_id: str) -> bool:
+        return self._exists("lease lookup", lambda: self._client.sys.read_lease(lease_id))
+
+    def revoke_token_accessor(self, accessor: str) -> None:
+        self._call(
+            "token revoke", lambda: self._client.auth.token.revoke_accessor(accessor)
+        )
+
+    def token_accessor_exists(self, accessor: str) -> bool:
+        return self._exists(
+            "token lookup", lambda: self._client.auth.token.lookup_accessor(accessor)
+        )
+
+    def list_leases(self, prefix: str) -> list[str]:
+        """Full lease ids under a prefix (empty list when there are none)."""
+        prefix = prefix.rstrip("/") + "/"
+        try:
+            result = self._call(
+                f"lease list {prefix}", lambda: self._client.sys.list_leases(prefix=prefix)
+            )
+        except VaultRejected:
+            return []
+        return [prefix + key for key in result.get("data", {}).get("keys", [])]
+
+    def _exists(self, operation: str, fn: Callable[[], Any]) -> bool:
+        try:
+            self._call(operation, fn)
+        except VaultRejected as exc:
+            if any(marker in exc.detail for marker in GONE_MARKERS):
+                return False
+            raise
+        return True
+
