@@ -30,7 +30,7 @@ def create_app(settings: Settings | None = None, *, broker: Broker | None = None
     broker = broker or build_broker(settings or Settings())
 
     @asynccontextmanager
-    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+    async def lifespan(_: FastAPI) -> AsyncIterator[None]:
         collector = BrokerStateCollector(broker.revocation_stats, broker.ledger)
         REGISTRY.register(collector)
         try:
@@ -54,7 +54,9 @@ def create_app(settings: Settings | None = None, *, broker: Broker | None = None
     return app
 
 
-def _problem(status: int, body: dict[str, Any], headers: dict[str, str] | None = None) -> JSONResponse:
+def _problem(
+    status: int, body: dict[str, Any], headers: dict[str, str] | None = None
+) -> JSONResponse:
     return JSONResponse(body, status_code=status, media_type=PROBLEM_JSON, headers=headers)
 
 
@@ -98,7 +100,7 @@ def _install_problem_handlers(app: FastAPI) -> None:
         )
 
     @app.exception_handler(Exception)
-    async def unexpected_error(request: Request, exc: Exception) -> JSONResponse:
+    async def unexpected_error(request: Request, _: Exception) -> JSONResponse:
         log.exception("unexpected error on %s %s", request.method, request.url.path)
         return _problem(
             500,

@@ -23,10 +23,28 @@ from pydantic_settings import BaseSettings, SettingsConfigDict
 from jitbroker.errors import ConfigError
 
 ASYMMETRIC_ALGORITHMS = (
-    "RS256", "RS384", "RS512", "PS256", "PS384", "PS512", "ES256", "ES384", "ES512", "EdDSA",
+    "RS256",
+    "RS384",
+    "RS512",
+    "PS256",
+    "PS384",
+    "PS512",
+    "ES256",
+    "ES384",
+    "ES512",
+    "EdDSA",
 )
 Algorithm = Literal[
-    "RS256", "RS384", "RS512", "PS256", "PS384", "PS512", "ES256", "ES384", "ES512", "EdDSA",
+    "RS256",
+    "RS384",
+    "RS512",
+    "PS256",
+    "PS384",
+    "PS512",
+    "ES256",
+    "ES384",
+    "ES512",
+    "EdDSA",
 ]
 SLUG = re.compile(r"^[a-z0-9][a-z0-9._-]{0,62}$")
 
@@ -38,6 +56,7 @@ class Settings(BaseSettings):
 
     config_dir: Path = Path("examples/dev")
     redis_url: str = "redis://127.0.0.1:6379/0"
+    celery_broker_url: str | None = None
     key_prefix: str = "jb"
     vault_addr: str = "http://127.0.0.1:8200"
     vault_token: SecretStr = SecretStr("")
@@ -56,8 +75,9 @@ class Settings(BaseSettings):
     log_level: str = "INFO"
 
     @property
-    def celery_broker_url(self) -> str:
-        return self.redis_url
+    def task_queue_url(self) -> str:
+        """Where Celery messages go: `celery_broker_url`, else the state Redis."""
+        return self.celery_broker_url or self.redis_url
 
 
 class IssuerConfig(BaseModel):
@@ -244,7 +264,7 @@ def _describe_location(loc: tuple[int | str, ...]) -> str:
 
 
 def load_config(directory: Path) -> BrokerConfig:
-    """Load and validate every *.yaml file in `directory`; raise ConfigError naming file/entry/field."""
+    """Load and validate every *.yaml in `directory`; errors name the file, entry and field."""
     if not directory.is_dir():
         raise ConfigError(f"{directory}: configuration directory not found")
     found: dict[str, list[tuple[Path, int, BaseModel]]] = {name: [] for name in SECTIONS}
@@ -263,7 +283,8 @@ def load_config(directory: Path) -> BrokerConfig:
             here = f"{path.name}: {section}[{index}]"
             if key in result:
                 raise ConfigError(
-                    f"{here} ({ID_FIELD[section]} {key!r}): duplicate, first defined at {where[key]}"
+                    f"{here} ({ID_FIELD[section]} {key!r}): duplicate, "
+                    f"first defined at {where[key]}"
                 )
             result[key] = entry
             where[key] = here

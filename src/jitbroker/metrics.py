@@ -27,7 +27,9 @@ ISSUANCE_FAILURES = Counter(
     "jitbroker_issuance_failures_total", "Issuances that failed and were rolled back", ["profile"]
 )
 ISSUANCE_SECONDS = Histogram(
-    "jitbroker_issuance_seconds", "Time to issue and record a credential", ["profile"],
+    "jitbroker_issuance_seconds",
+    "Time to issue and record a credential",
+    ["profile"],
     buckets=LATENCY_BUCKETS,
 )
 
@@ -54,7 +56,7 @@ class RevocationStats:
 
     def snapshot(self) -> dict[str, float]:
         raw = self._redis.hgetall(self.key)
-        return {k.decode(): float(v) for k, v in raw.items()}
+        return {_text(k): float(v) for k, v in raw.items()}
 
     @staticmethod
     def _safe(fn: Callable[[], object]) -> None:
@@ -78,10 +80,13 @@ class BrokerStateCollector(Collector):
         except Exception:  # noqa: BLE001 - a scrape must not fail because Redis is down
             return
         revoked = CounterMetricFamily(
-            "jitbroker_grants_revoked", "Grants revoked, cluster-wide", labels=["profile", "outcome"]
+            "jitbroker_grants_revoked",
+            "Grants revoked, cluster-wide",
+            labels=["profile", "outcome"],
         )
         failed = CounterMetricFamily(
-            "jitbroker_revocation_failures", "Failed revocation attempts, cluster-wide",
+            "jitbroker_revocation_failures",
+            "Failed revocation attempts, cluster-wide",
             labels=["profile"],
         )
         latency = HistogramMetricFamily(
@@ -110,3 +115,7 @@ class BrokerStateCollector(Collector):
         yield GaugeMetricFamily(
             "jitbroker_live_grants", "Grants on the expiry ledger (not yet confirmed revoked)", live
         )
+
+
+def _text(value: bytes | str) -> str:
+    return value.decode() if isinstance(value, bytes) else value

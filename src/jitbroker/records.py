@@ -1,4 +1,4 @@
-"""Versioned records in Redis hashes: a JSON document plus `state` and `version` for compare-and-set."""
+"""Versioned records in Redis hashes: a JSON document, `state` and `version` for compare-and-set."""
 
 from __future__ import annotations
 
@@ -6,6 +6,7 @@ from typing import Generic, TypeVar
 
 import redis
 from pydantic import BaseModel
+from redis.typing import EncodableT, FieldT
 
 from jitbroker.errors import StateUnavailable
 
@@ -42,7 +43,7 @@ class VersionedStore(Generic[M]):
     def key(self, record_id: str) -> str:
         return self._key_pattern.format(id=record_id)
 
-    def fields(self, record: M) -> dict[str, str | int]:
+    def fields(self, record: M) -> dict[FieldT, EncodableT]:
         """The hash fields of a new record, for a pipeline that creates it."""
         return {
             "doc": record.model_dump_json(exclude={"version"}),
@@ -56,7 +57,7 @@ class VersionedStore(Generic[M]):
         except redis.RedisError as exc:
             raise StateUnavailable(f"cannot read state: {type(exc).__name__}") from None
         doc, version = raw
-        if doc is None:
+        if doc is None or version is None:
             return None
         record = self._model.model_validate_json(doc)
         record.version = int(version)

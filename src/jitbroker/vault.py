@@ -29,7 +29,7 @@ class VaultClient:
 
     def __init__(self, addr: str, token: str, *, timeout: float = 5.0) -> None:
         self.addr = addr
-        self._client = hvac.Client(url=addr, token=token, timeout=timeout)
+        self._client = hvac.Client(url=addr, token=token, timeout=int(timeout))
 
     def _call(self, operation: str, fn: Callable[[], T]) -> T:
         try:
@@ -64,10 +64,13 @@ class VaultClient:
         return result if isinstance(result, dict) else {}
 
     def renew_lease(self, lease_id: str, increment_seconds: int) -> dict[str, Any]:
-        return self._call(
+        result: dict[str, Any] = self._call(
             "lease renew",
-            lambda: self._client.sys.renew_lease(lease_id=lease_id, increment=increment_seconds),
+            lambda: self._client.sys.renew_lease(  # type: ignore[no-untyped-call]
+                lease_id=lease_id, increment=increment_seconds
+            ),
         )
+        return result
 
     def revoke_lease(self, lease_id: str) -> None:
         """Revoke a lease synchronously; revoking an unknown or expired lease succeeds."""
@@ -79,12 +82,10 @@ class VaultClient:
         )
 
     def lease_exists(self, lease_id: str) -> bool:
-        return self._exists("lease lookup", lambda: self._client.sys.read_lease(lease_id))
+        return self._exists("lease lookup", lambda: self._client.sys.read_lease(lease_id))  # type: ignore[no-untyped-call]
 
     def revoke_token_accessor(self, accessor: str) -> None:
-        self._call(
-            "token revoke", lambda: self._client.auth.token.revoke_accessor(accessor)
-        )
+        self._call("token revoke", lambda: self._client.auth.token.revoke_accessor(accessor))
 
     def token_accessor_exists(self, accessor: str) -> bool:
         return self._exists(
@@ -96,7 +97,8 @@ class VaultClient:
         prefix = prefix.rstrip("/") + "/"
         try:
             result = self._call(
-                f"lease list {prefix}", lambda: self._client.sys.list_leases(prefix=prefix)
+                f"lease list {prefix}",
+                lambda: self._client.sys.list_leases(prefix=prefix),  # type: ignore[no-untyped-call]
             )
         except VaultRejected:
             return []
@@ -110,4 +112,3 @@ class VaultClient:
                 return False
             raise
         return True
-

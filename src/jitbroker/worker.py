@@ -11,7 +11,9 @@ REVOCATION_QUEUE = "jitbroker.revocation"
 
 def create_celery(settings: Settings) -> Celery:
     """A Celery app for `settings`; the worker process and the API's sender share this shape."""
-    app = Celery("jitbroker", broker=settings.celery_broker_url, include=["jitbroker.revocation.tasks"])
+    app = Celery(
+        "jitbroker", broker=settings.task_queue_url, include=["jitbroker.revocation.tasks"]
+    )
     app.conf.update(
         task_acks_late=True,
         task_reject_on_worker_lost=True,

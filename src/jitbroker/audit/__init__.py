@@ -1,1 +1,1 @@
-"""The audit trail: every authentication failure, decision, issuance and revocation, never a secret."""
+"""The audit trail: every failure, decision, issuance and revocation; never a secret."""

@@ -35,5 +35,5 @@ class AuditLog:
 
     def read_all(self) -> list[AuditEvent]:
         """Every event in the stream, oldest first (for tests and small exports)."""
-        entries = self._redis.xrange(self.stream_key)
-        return [AuditEvent.model_validate_json(fields[b"event"]) for _, fields in entries]
+        entries = self._redis.xrange(self.stream_key) or []
+        return [AuditEvent.model_validate_json(fields[b"event"]) for _, fields in entries if fields]

@@ -7,7 +7,7 @@ import signal
 import sys
 import threading
 from pathlib import Path
-from typing import Annotated, Optional
+from typing import Annotated
 
 import typer
 
@@ -41,8 +41,8 @@ def _settings_or_exit() -> Settings:
 
 @app.command()
 def serve(
-    host: Annotated[Optional[str], typer.Option(help="Listen address")] = None,  # noqa: UP007
-    port: Annotated[Optional[int], typer.Option(help="Listen port")] = None,  # noqa: UP007
+    host: Annotated[str | None, typer.Option(help="Listen address")] = None,  # noqa: UP007
+    port: Annotated[int | None, typer.Option(help="Listen port")] = None,  # noqa: UP007
 ) -> None:
     """Run the HTTP API."""
     import uvicorn
@@ -99,7 +99,7 @@ def scheduler() -> None:
 
 @config_app.command("check")
 def config_check(
-    directory: Annotated[Optional[Path], typer.Argument(help="Config directory")] = None,  # noqa: UP007
+    directory: Annotated[Path | None, typer.Argument(help="Config directory")] = None,  # noqa: UP007
 ) -> None:
     """Validate a configuration directory and summarise it."""
     path = directory or Settings().config_dir
@@ -116,8 +116,8 @@ def config_check(
 
 @dev_app.command("token")
 def dev_token(
-    workload: Annotated[Optional[str], typer.Argument(help="Workload id")] = None,  # noqa: UP007
-    human: Annotated[Optional[str], typer.Option(help="Dev human (approver) name")] = None,  # noqa: UP007
+    workload: Annotated[str | None, typer.Argument(help="Workload id")] = None,  # noqa: UP007
+    human: Annotated[str | None, typer.Option(help="Dev human (approver) name")] = None,  # noqa: UP007
     ttl: Annotated[int, typer.Option(help="Token lifetime in seconds")] = 900,
 ) -> None:
     """Print a JWT signed by the dev issuer for a workload, or for a human with --human."""

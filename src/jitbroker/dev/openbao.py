@@ -19,7 +19,7 @@ _GRANTS = {
     ],
     "write": [
         f'GRANT USAGE ON SCHEMA {DEMO_SCHEMA} TO "{{{{name}}}}";',
-        f'GRANT SELECT, INSERT, UPDATE, DELETE ON ALL TABLES IN SCHEMA {DEMO_SCHEMA} '
+        f"GRANT SELECT, INSERT, UPDATE, DELETE ON ALL TABLES IN SCHEMA {DEMO_SCHEMA} "
         f'TO "{{{{name}}}}";',
         f'GRANT USAGE ON ALL SEQUENCES IN SCHEMA {DEMO_SCHEMA} TO "{{{{name}}}}";',
     ],

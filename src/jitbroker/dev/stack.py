@@ -1,4 +1,4 @@
-"""`make run`: OpenBao dev server, Redis, demo set-up, API, worker and scheduler in the foreground."""
+"""`make run`: OpenBao dev server, Redis, demo set-up, API, worker and scheduler."""
 
 from __future__ import annotations
 
@@ -22,7 +22,9 @@ DEV_ROOT_TOKEN = "dev-root"
 VAULT_ADDR = "127.0.0.1:8200"
 REDIS_URL = "redis://127.0.0.1:6379/0"
 POSTGRES_ADMIN = "postgresql://postgres@127.0.0.1:5432/postgres?connect_timeout=2"
-POSTGRES_FOR_OPENBAO = "postgresql://{{username}}:{{password}}@127.0.0.1:5432/postgres?sslmode=disable"
+POSTGRES_FOR_OPENBAO = (
+    "postgresql://{{username}}:{{password}}@127.0.0.1:5432/postgres?sslmode=disable"
+)
 
 
 def wait_until(check: object, timeout: float, what: str) -> None:
@@ -94,8 +96,14 @@ def run_stack() -> int:
         _start_redis(stack, env)
         stack.start(
             "openbao",
-            [bao_binary(), "server", "-dev", f"-dev-root-token-id={DEV_ROOT_TOKEN}",
-             f"-dev-listen-address={VAULT_ADDR}", "-log-level=warn"],
+            [
+                bao_binary(),
+                "server",
+                "-dev",
+                f"-dev-root-token-id={DEV_ROOT_TOKEN}",
+                f"-dev-listen-address={VAULT_ADDR}",
+                "-log-level=warn",
+            ],
             env,
         )
         vault = VaultClient(settings.vault_addr, DEV_ROOT_TOKEN)
@@ -114,8 +122,12 @@ def run_stack() -> int:
         stack.start("worker", [python, "-m", "jitbroker", "worker"], env)
         stack.start("scheduler", [python, "-m", "jitbroker", "scheduler"], env)
         wait_until(
-            lambda: httpx.get(f"http://{settings.listen_host}:{settings.listen_port}/readyz")
-            .status_code == 200,
+            lambda: (
+                httpx.get(
+                    f"http://{settings.listen_host}:{settings.listen_port}/readyz"
+                ).status_code
+                == 200
+            ),
             30,
             "the API",
         )
@@ -182,15 +194,15 @@ def _print_welcome(ready: list[str], postgres: bool) -> None:
     lines += [
         "",
         "Try it in another shell (from this directory):",
-        f"  export JITBROKER_DEV_ISSUER_DIR=.dev/issuers",
+        "  export JITBROKER_DEV_ISSUER_DIR=.dev/issuers",
         f"  TOKEN=$({jb} dev token demo-pipeline)",
         f"  curl -s -H \"Authorization: Bearer $TOKEN\" -H 'Content-Type: application/json' "
-        f"-d '{{\"purpose\": \"try it\"}}' {api}/v1/tasks",
+        f'-d \'{{"purpose": "try it"}}\' {api}/v1/tasks',
         "  TASK=<task_id from the answer>",
         f"  curl -s -H \"Authorization: Bearer $TOKEN\" -H 'Content-Type: application/json' "
-        f"-d '{{\"profile\": \"demo-db\", \"scopes\": [\"read\"], \"ttl_seconds\": 300, "
-        f"\"justification\": \"look at orders\"}}' {api}/v1/tasks/$TASK/grants",
-        f"  curl -s -X POST -H \"Authorization: Bearer $TOKEN\" "
+        f'-d \'{{"profile": "demo-db", "scopes": ["read"], "ttl_seconds": 300, '
+        f'"justification": "look at orders"}}\' {api}/v1/tasks/$TASK/grants',
+        f'  curl -s -X POST -H "Authorization: Bearer $TOKEN" '
         f"'{api}/v1/tasks/'$TASK'/complete?wait=true'",
         "",
         "Ctrl-C stops everything.",

@@ -31,7 +31,12 @@ class CredentialEngine(Protocol):
     kind: str
 
     def issue(
-        self, profile: ProfileConfig, binding: ScopeBinding, *, ttl_seconds: int, grant_id: str,
+        self,
+        profile: ProfileConfig,
+        binding: ScopeBinding,
+        *,
+        ttl_seconds: int,
+        grant_id: str,
         labels: dict[str, str],
     ) -> IssuedCredential:
         """Issue a credential whose OpenBao lease TTL is exactly `ttl_seconds`."""

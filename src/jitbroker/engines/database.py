@@ -19,7 +19,12 @@ class DatabaseEngine:
         self.vault = vault
 
     def issue(
-        self, profile: ProfileConfig, binding: ScopeBinding, *, ttl_seconds: int, grant_id: str,
+        self,
+        profile: ProfileConfig,
+        binding: ScopeBinding,
+        *,
+        ttl_seconds: int,
+        grant_id: str,
         labels: dict[str, str],
     ) -> IssuedCredential:
         del grant_id, labels  # the database engine keeps no metadata on its leases
@@ -29,7 +34,9 @@ class DatabaseEngine:
         if not lease_id or "username" not in data or "password" not in data:
             if lease_id:
                 self.vault.revoke_lease(lease_id)
-            raise VaultRejected(f"OpenBao returned no database credential for role {binding.role!r}")
+            raise VaultRejected(
+                f"OpenBao returned no database credential for role {binding.role!r}"
+            )
         try:
             # The role's default TTL is the profile cap; renewing with an increment sets the
             # lease (and the user's VALID UNTIL) to exactly the grant TTL from now.

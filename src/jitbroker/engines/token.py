@@ -19,7 +19,12 @@ class TokenEngine:
         self.vault = vault
 
     def issue(
-        self, profile: ProfileConfig, binding: ScopeBinding, *, ttl_seconds: int, grant_id: str,
+        self,
+        profile: ProfileConfig,
+        binding: ScopeBinding,
+        *,
+        ttl_seconds: int,
+        grant_id: str,
         labels: dict[str, str],
     ) -> IssuedCredential:
         response = self.vault.write(

@@ -19,7 +19,10 @@ router = APIRouter(tags=["grants"])
     response_model=IssuedGrantView | GrantView,
     responses={
         202: {"description": "Pending human approval", "model": GrantView},
-        200: {"description": "Idempotent replay: the grant, without the secret", "model": GrantView},
+        200: {
+            "description": "Idempotent replay: the grant, without the secret",
+            "model": GrantView,
+        },
     },
 )
 def request_grant(

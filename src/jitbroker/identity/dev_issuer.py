@@ -48,8 +48,14 @@ class DevIssuer:
         document: dict[str, Any] = json.loads(self.jwks_path(issuer).read_text())
         return document
 
-    def sign(self, issuer: IssuerConfig, subject: str, *, ttl_seconds: int = 900,
-             extra_claims: dict[str, Any] | None = None) -> str:
+    def sign(
+        self,
+        issuer: IssuerConfig,
+        subject: str,
+        *,
+        ttl_seconds: int = 900,
+        extra_claims: dict[str, Any] | None = None,
+    ) -> str:
         """A token for `subject`, signed by the dev key of `issuer`."""
         self.ensure_keys(issuer.name)
         now = int(time.time())

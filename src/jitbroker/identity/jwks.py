@@ -1,4 +1,4 @@
-"""Where an issuer's public keys come from: a JWKS file or URL, cached, refreshed on an unknown kid."""
+"""An issuer's public keys: from a JWKS file or URL, cached, refreshed on an unknown kid."""
 
 from __future__ import annotations
 
@@ -68,7 +68,7 @@ class FileKeySet:
 
 
 class RemoteKeySet:
-    """Keys fetched from a JWKS URL: cached, refreshed when stale or on an unknown kid, rate-limited."""
+    """Keys from a JWKS URL: cached, refreshed when stale or on an unknown kid, rate-limited."""
 
     def __init__(
         self,

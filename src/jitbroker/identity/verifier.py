@@ -1,4 +1,4 @@
-"""Token verification: exact issuer, pinned algorithms, JWKS keys, required claims, workload binding."""
+"""Token verification: exact issuer, pinned algorithms, JWKS keys, required claims, binding."""
 
 from __future__ import annotations
 
@@ -42,9 +42,7 @@ def key_set_for(issuer: IssuerConfig) -> KeySet:
 class TokenVerifier:
     """Verifies bearer tokens of the configured issuers and binds them to a principal."""
 
-    def __init__(
-        self, config: BrokerConfig, key_sets: Mapping[str, KeySet] | None = None
-    ) -> None:
+    def __init__(self, config: BrokerConfig, key_sets: Mapping[str, KeySet] | None = None) -> None:
         self._issuers_by_iss = {i.issuer: i for i in config.issuers.values()}
         self._key_sets = dict(key_sets or {})
         for issuer in config.issuers.values():
@@ -76,10 +74,14 @@ class TokenVerifier:
         if issuer is None:
             raise Unauthenticated("token issuer is not trusted")
         if "crit" in header:
-            raise Unauthenticated("token has a critical header extension this broker does not support")
+            raise Unauthenticated(
+                "token has a critical header extension this broker does not support"
+            )
         alg = header.get("alg")
         if alg not in issuer.algorithms:
-            raise Unauthenticated(f"token algorithm {str(alg)[:16]!r} is not allowed for this issuer")
+            raise Unauthenticated(
+                f"token algorithm {str(alg)[:16]!r} is not allowed for this issuer"
+            )
         return issuer, header
 
     def _verified_claims(
@@ -90,7 +92,7 @@ class TokenVerifier:
             raise Unauthenticated("token 'kid' header must be a string")
         # jku/x5u/jwk/x5c headers are ignored on purpose: keys only come from the issuer's JWKS.
         key = self._key_sets[issuer.name].key(kid)
-        if key is None:
+        if key is None or key.key_type is None:
             raise Unauthenticated("token signing key is not in the issuer's key set")
         alg = str(header["alg"])
         if not alg.startswith(KEY_FAMILIES.get(key.key_type, ())):

@@ -6,7 +6,6 @@ from jitbroker.config import RuleConfig
 from jitbroker.policy.schemas import DEFAULT_DENY_RULE, Decision, PolicyInput
 
 
-
 class PolicyEngine:
     """An ordered list of rules whose CEL conditions were compiled when the config loaded."""
 
@@ -23,8 +22,7 @@ class PolicyEngine:
                 return Decision(
                     "deny",
                     rule.name,
-                    f"rule {rule.name!r} could not be evaluated ({_describe(exc)}); "
-                    "denying",
+                    f"rule {rule.name!r} could not be evaluated ({_describe(exc)}); denying",
                 )
             if not isinstance(matched, bool):
                 return Decision(

@@ -20,15 +20,20 @@ return due
 """
 
 
+T = TypeVar("T")
+
+
 class ExpiryLedger:
-    """The record of when every live grant must die; entries leave only once revocation is confirmed."""
+    """When every live grant must die; an entry leaves only once revocation is confirmed."""
 
     def __init__(self, client: redis.Redis, key: str) -> None:
         self._redis = client
         self.key = key
         self._claim = client.register_script(CLAIM_DUE)
 
-    def schedule(self, grant_id: str, due: float, pipe: redis.client.Pipeline | None = None) -> None:
+    def schedule(
+        self, grant_id: str, due: float, pipe: redis.client.Pipeline | None = None
+    ) -> None:
         (pipe or self._redis).zadd(self.key, {grant_id: due})
 
     def remove(self, grant_id: str) -> None:

@@ -1,4 +1,4 @@
-"""The expiry scheduler: one active sweeper (a Redis lock), draining the ledger every fraction of a second."""
+"""The expiry scheduler: one active sweeper (a Redis lock) drains the ledger."""
 
 from __future__ import annotations
 

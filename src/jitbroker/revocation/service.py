@@ -46,7 +46,9 @@ def request_revocation(
             grant.revocation_requested_at = now
             if not broker.grants.replace(grant):
                 continue
-            _audit(broker, "grant.revocation_requested", grant, outcome="requested", context=context)
+            _audit(
+                broker, "grant.revocation_requested", grant, outcome="requested", context=context
+            )
         # Safety net first: if the message below is lost, the sweeper re-enqueues it.
         broker.ledger.schedule(
             grant_id, time.time() + broker.settings.revocation_redelivery_seconds
@@ -91,7 +93,9 @@ def _carry_out(broker: Broker, grant: GrantRecord) -> GrantRecord:
     except BrokerError as exc:
         _note_failure(broker, grant, exc)
         raise
-    final = GrantState.expired if grant.revoke_reason == RevokeReason.expired else GrantState.revoked
+    final = (
+        GrantState.expired if grant.revoke_reason == RevokeReason.expired else GrantState.revoked
+    )
     for _ in range(MAX_CAS_ATTEMPTS):
         grant.state = final
         grant.revoked_at = broker.clock()
@@ -150,7 +154,7 @@ def _audit(
 ) -> None:
     broker.audit.record(
         AuditEvent(
-            type=kind,  # type: ignore[arg-type]
+            type=kind,
             outcome=outcome,
             workload=grant.workload,
             task_id=grant.task_id,
