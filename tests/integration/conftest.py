@@ -1,0 +1,184 @@
+"""Real OpenBao (dev server from the `bao` binary), Redis, PostgreSQL and a Celery worker."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import subprocess
+import sys
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+import redis
+from fastapi.testclient import TestClient
+from pydantic import SecretStr
+
+from jitbroker.app import create_app
+from jitbroker.bootstrap import Broker, build_broker
+from jitbroker.config import Settings, load_config
+from jitbroker.dev.openbao import configure_demo_openbao, prepare_demo_database
+from jitbroker.dev.stack import bao_binary
+from jitbroker.identity.dev_issuer import DevIssuer
+from jitbroker.vault import VaultClient
+from jitbroker.worker import create_celery
+from tests.integration.support import (
+    POSTGRES_ADMIN,
+    POSTGRES_FOR_OPENBAO,
+    QUEUE_REDIS_URL,
+    ROOT,
+    ROOT_TOKEN,
+    STATE_REDIS_URL,
+    free_port,
+    wait_for,
+)
+
+
+@pytest.fixture(scope="session")
+def config_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """The demo profiles and policy, with test issuers whose keys live in the directory."""
+    directory = tmp_path_factory.mktemp("config")
+    for source in (ROOT / "tests/integration/config").glob("*.yaml"):
+        shutil.copy(source, directory)
+    for name in ("profiles.yaml", "policy.yaml"):
+        shutil.copy(ROOT / "examples/dev" / name, directory)
+    issuer = DevIssuer(directory / "keys")
+    for name in load_config(directory).issuers:
+        issuer.ensure_keys(name)
+    return directory
+
+
+@pytest.fixture(scope="session")
+def openbao_addr(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+    port = free_port()
+    log = (tmp_path_factory.mktemp("logs") / "openbao.log").open("wb")
+    process = subprocess.Popen(
+        [
+            bao_binary(),
+            "server",
+            "-dev",
+            f"-dev-root-token-id={ROOT_TOKEN}",
+            f"-dev-listen-address=127.0.0.1:{port}",
+        ],
+        stdout=log,
+        stderr=subprocess.STDOUT,
+    )
+    addr = f"http://127.0.0.1:{port}"
+    wait_for(VaultClient(addr, ROOT_TOKEN).is_ready, timeout=30, what="OpenBao dev server")
+    yield addr
+    process.terminate()
+    process.wait(timeout=10)
+
+
+@pytest.fixture(scope="session")
+def settings(config_dir: Path, openbao_addr: str) -> Settings:
+    return Settings(
+        config_dir=config_dir,
+        redis_url=STATE_REDIS_URL,
+        celery_broker_url=QUEUE_REDIS_URL,
+        key_prefix="jbtest",
+        vault_addr=openbao_addr,
+        vault_token=SecretStr(ROOT_TOKEN),
+        sweep_interval_seconds=0.1,
+        revocation_redelivery_seconds=5,
+        complete_wait_seconds=20,
+        audit_stdout=False,
+    )
+
+
+def process_env(settings: Settings) -> dict[str, str]:
+    return {
+        **os.environ,
+        "JITBROKER_CONFIG_DIR": str(settings.config_dir),
+        "JITBROKER_REDIS_URL": settings.redis_url,
+        "JITBROKER_CELERY_BROKER_URL": settings.task_queue_url,
+        "JITBROKER_KEY_PREFIX": settings.key_prefix,
+        "JITBROKER_VAULT_ADDR": settings.vault_addr,
+        "JITBROKER_VAULT_TOKEN": settings.vault_token.get_secret_value(),
+        "JITBROKER_SWEEP_INTERVAL_SECONDS": str(settings.sweep_interval_seconds),
+        "JITBROKER_REVOCATION_REDELIVERY_SECONDS": str(settings.revocation_redelivery_seconds),
+    }
+
+
+@pytest.fixture(scope="session")
+def demo_openbao(settings: Settings) -> VaultClient:
+    """OpenBao configured with the demo database roles, token role and KV data."""
+    vault = VaultClient(settings.vault_addr, ROOT_TOKEN)
+    prepare_demo_database(POSTGRES_ADMIN)
+    configure_demo_openbao(
+        vault, load_config(settings.config_dir), postgres_url=POSTGRES_FOR_OPENBAO
+    )
+    redis.Redis.from_url(QUEUE_REDIS_URL).flushdb()
+    return vault
+
+
+@pytest.fixture(scope="session")
+def logs_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return tmp_path_factory.mktemp("process-logs")
+
+
+@pytest.fixture(scope="session")
+def worker(settings: Settings, demo_openbao: VaultClient, logs_dir: Path) -> Iterator[None]:
+    """A real Celery worker process consuming the revocation queue."""
+    log = (logs_dir / "worker.log").open("wb")
+    process = subprocess.Popen(
+        [sys.executable, "-m", "jitbroker", "worker", "--concurrency", "2"],
+        env=process_env(settings),
+        stdout=log,
+        stderr=subprocess.STDOUT,
+    )
+    celery = create_celery(settings)
+    wait_for(lambda: celery.control.ping(timeout=0.5), timeout=60, what="the Celery worker")
+    yield
+    process.terminate()
+    process.wait(timeout=20)
+
+
+@pytest.fixture(scope="session")
+def scheduler(settings: Settings, demo_openbao: VaultClient, logs_dir: Path) -> Iterator[None]:
+    """A real scheduler process sweeping the expiry ledger."""
+    log = (logs_dir / "scheduler.log").open("wb")
+    process = subprocess.Popen(
+        [sys.executable, "-m", "jitbroker", "scheduler"],
+        env=process_env(settings),
+        stdout=log,
+        stderr=subprocess.STDOUT,
+    )
+    yield
+    process.terminate()
+    process.wait(timeout=10)
+
+
+@pytest.fixture
+def state_redis(settings: Settings) -> redis.Redis:
+    client = redis.Redis.from_url(settings.redis_url)
+    client.flushdb()
+    return client
+
+
+@pytest.fixture
+def broker(settings: Settings, state_redis: redis.Redis, worker: None, scheduler: None) -> Broker:
+    return build_broker(settings)
+
+
+@pytest.fixture
+def client(broker: Broker) -> Iterator[TestClient]:
+    with TestClient(create_app(broker=broker)) as test_client:
+        yield test_client
+
+
+@pytest.fixture
+def dev_issuer(config_dir: Path) -> DevIssuer:
+    return DevIssuer(config_dir / "keys")
+
+
+@pytest.fixture
+def pipeline_auth(broker: Broker, dev_issuer: DevIssuer) -> dict[str, str]:
+    token = dev_issuer.workload_token(broker.config, "demo-pipeline")
+    return {"Authorization": f"Bearer {token}"}
+
+
+@pytest.fixture
+def other_auth(broker: Broker, dev_issuer: DevIssuer) -> dict[str, str]:
+    token = dev_issuer.workload_token(broker.config, "other-pipeline")
+    return {"Authorization": f"Bearer {token}"}
