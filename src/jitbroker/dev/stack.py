@@ -178,7 +178,6 @@ def _postgres_available() -> bool:
 
 def _print_welcome(ready: list[str], postgres: bool) -> None:
     jb = f"{Path(sys.executable).parent}/jitbroker"
-    api = "http://127.0.0.1:8400"
     lines = [
         "",
         "jitbroker dev stack is up: API http://127.0.0.1:8400 (docs at /docs), OpenBao "
@@ -193,17 +192,15 @@ def _print_welcome(ready: list[str], postgres: bool) -> None:
         )
     lines += [
         "",
-        "Try it in another shell (from this directory):",
-        "  export JITBROKER_DEV_ISSUER_DIR=.dev/issuers",
-        f"  TOKEN=$({jb} dev token demo-pipeline)",
-        f"  curl -s -H \"Authorization: Bearer $TOKEN\" -H 'Content-Type: application/json' "
-        f'-d \'{{"purpose": "try it"}}\' {api}/v1/tasks',
-        "  TASK=<task_id from the answer>",
-        f"  curl -s -H \"Authorization: Bearer $TOKEN\" -H 'Content-Type: application/json' "
-        f'-d \'{{"profile": "demo-db", "scopes": ["read"], "ttl_seconds": 300, '
-        f'"justification": "look at orders"}}\' {api}/v1/tasks/$TASK/grants',
-        f'  curl -s -X POST -H "Authorization: Bearer $TOKEN" '
-        f"'{api}/v1/tasks/'$TASK'/complete?wait=true'",
+        "Try it from another shell in this directory (README: 'A 60-second walkthrough'):",
+        "  export JITBROKER_DEV_ISSUER_DIR=.dev/issuers API=http://127.0.0.1:8400",
+        f'  AUTH="Authorization: Bearer $({jb} dev token demo-pipeline)"',
+        "  curl -s -H \"$AUTH\" -H 'Content-Type: application/json' "
+        '-d \'{"purpose": "try it"}\' $API/v1/tasks',
+        '  curl -s -H "$AUTH" -H \'Content-Type: application/json\' -d \'{"profile": '
+        '"demo-db", "scopes": ["read"], "ttl_seconds": 300, "justification": '
+        '"look"}\' $API/v1/tasks/<task_id>/grants',
+        '  curl -s -X POST -H "$AUTH" "$API/v1/tasks/<task_id>/complete?wait=true"',
         "",
         "Ctrl-C stops everything.",
     ]

@@ -1,0 +1,106 @@
+"""In-memory stand-ins for unit tests: fakeredis state, a fake engine, a collecting queue."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import fakeredis
+from pydantic import SecretStr
+
+from jitbroker.bootstrap import Broker, build_broker
+from jitbroker.config import ProfileConfig, ScopeBinding, Settings, load_config
+from jitbroker.engines.base import IssuedCredential
+from jitbroker.errors import VaultUnavailable
+from jitbroker.identity.dev_issuer import DevIssuer
+from jitbroker.revocation.queue import InMemoryRevocationQueue
+
+ROOT = Path(__file__).resolve().parents[2]
+
+ISSUERS = """
+issuers:
+  - name: test-workloads
+    issuer: https://issuer.test/workloads
+    jwks_file: keys/test-workloads.jwks.json
+    audiences: [jitbroker]
+    algorithms: [ES256]
+  - name: test-humans
+    issuer: https://issuer.test/humans
+    jwks_file: keys/test-humans.jwks.json
+    audiences: [jitbroker]
+    algorithms: [ES256]
+    human: true
+workloads:
+  - {id: demo-pipeline, issuer: test-workloads, subject: demo-pipeline}
+  - {id: other-pipeline, issuer: test-workloads, subject: other-pipeline}
+dev_humans:
+  - {subject: alice, groups: [dba], issuer: test-humans}
+"""
+
+
+class FakeEngine:
+    """Issues numbered leases and forgets them on revoke; can be told OpenBao is down."""
+
+    kind = "fake"
+
+    def __init__(self) -> None:
+        self.live: set[str] = set()
+        self.issued = 0
+        self.down = False
+
+    def issue(
+        self,
+        profile: ProfileConfig,
+        binding: ScopeBinding,
+        *,
+        ttl_seconds: int,
+        grant_id: str,
+        labels: dict[str, str],
+    ) -> IssuedCredential:
+        self.issued += 1
+        lease = f"{profile.mount}/creds/{binding.role}/{self.issued}"
+        self.live.add(lease)
+        return IssuedCredential(
+            lease_ref=lease,
+            lease_ttl_seconds=ttl_seconds,
+            principal=f"user{self.issued}",
+            secret={"password": SecretStr(f"pw-{self.issued}")},
+            public={"username": f"user{self.issued}"},
+        )
+
+    def revoke(self, lease_ref: str) -> None:
+        if self.down:
+            raise VaultUnavailable("OpenBao is unavailable during lease revoke")
+        self.live.discard(lease_ref)
+
+    def is_revoked(self, lease_ref: str) -> bool:
+        return lease_ref not in self.live
+
+
+def write_config(directory: Path) -> Path:
+    """Test issuers and workloads, plus the demo profiles and policy."""
+    (directory / "identities.yaml").write_text(ISSUERS)
+    for name in ("profiles.yaml", "policy.yaml"):
+        (directory / name).write_text((ROOT / "examples/dev" / name).read_text())
+    issuer = DevIssuer(directory / "keys")
+    for name in ("test-workloads", "test-humans"):
+        issuer.ensure_keys(name)
+    return directory
+
+
+def memory_broker(config_dir: Path) -> tuple[Broker, FakeEngine, InMemoryRevocationQueue]:
+    settings = Settings(
+        config_dir=config_dir,
+        vault_addr="http://127.0.0.1:9",
+        vault_token=SecretStr("unused"),
+        audit_stdout=False,
+    )
+    queue = InMemoryRevocationQueue()
+    broker = build_broker(
+        settings,
+        revocations=queue,
+        redis_client=fakeredis.FakeRedis(),
+        config=load_config(config_dir),
+    )
+    engine = FakeEngine()
+    broker.engines = {"database": engine, "token": engine}
+    return broker, engine, queue
