@@ -8,8 +8,21 @@ from typing import Any
 
 import pytest
 import yaml
+from tests.unit.fakes import (
+    PIPELINE,
+    READ_REQUEST,
+    FakeEngine,
+    memory_broker,
+    write_demo_config,
+)
 
+from jitbroker.audit.events import RequestContext
+from jitbroker.bootstrap import Broker
 from jitbroker.config import BrokerConfig, load_config
+from jitbroker.grants import service as grants
+from jitbroker.grants.schemas import GrantRecord
+from jitbroker.revocation.queue import InMemoryRevocationQueue
+from jitbroker.tasks import service as tasks
 
 ConfigFiles = dict[str, Any]
 
@@ -39,3 +52,52 @@ def make_config(
         return load_config(write_config(files))
 
     return make
+
+
+@pytest.fixture
+def demo_config_dir(tmp_path: Path) -> Path:
+    """Test issuers and workloads with the demo profiles and policy."""
+    directory = tmp_path / "demo-config"
+    directory.mkdir()
+    return write_demo_config(directory)
+
+
+@pytest.fixture
+def wired(demo_config_dir: Path) -> tuple[Broker, FakeEngine, InMemoryRevocationQueue]:
+    return memory_broker(demo_config_dir)
+
+
+@pytest.fixture
+def broker(wired: tuple[Broker, FakeEngine, InMemoryRevocationQueue]) -> Broker:
+    return wired[0]
+
+
+@pytest.fixture
+def engine(wired: tuple[Broker, FakeEngine, InMemoryRevocationQueue]) -> FakeEngine:
+    return wired[1]
+
+
+@pytest.fixture
+def queue(wired: tuple[Broker, FakeEngine, InMemoryRevocationQueue]) -> InMemoryRevocationQueue:
+    return wired[2]
+
+
+@pytest.fixture
+def open_task_id(broker: Broker) -> str:
+    task = tasks.open_task(
+        broker, PIPELINE, purpose="unit", ttl_seconds=600, context=RequestContext()
+    )
+    return task.task_id
+
+
+@pytest.fixture
+def issued_grant(broker: Broker, open_task_id: str) -> GrantRecord:
+    outcome = grants.request_grant(
+        broker,
+        PIPELINE,
+        task_id=open_task_id,
+        request=READ_REQUEST,
+        idempotency_key=None,
+        context=RequestContext(),
+    )
+    return outcome.grant

@@ -11,7 +11,9 @@ from jitbroker.bootstrap import Broker, build_broker
 from jitbroker.config import ProfileConfig, ScopeBinding, Settings, load_config
 from jitbroker.engines.base import IssuedCredential
 from jitbroker.errors import VaultUnavailable
+from jitbroker.grants.schemas import GrantRequest
 from jitbroker.identity.dev_issuer import DevIssuer
+from jitbroker.identity.schemas import WorkloadIdentity
 from jitbroker.revocation.queue import InMemoryRevocationQueue
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -35,6 +37,14 @@ workloads:
 dev_humans:
   - {subject: alice, groups: [dba], issuer: test-humans}
 """
+
+
+PIPELINE = WorkloadIdentity(
+    workload_id="demo-pipeline", issuer="test-workloads", subject="demo-pipeline"
+)
+READ_REQUEST = GrantRequest(
+    profile="demo-db", scopes=["read"], ttl_seconds=60, justification="unit"
+)
 
 
 class FakeEngine:
@@ -76,7 +86,7 @@ class FakeEngine:
         return lease_ref not in self.live
 
 
-def write_config(directory: Path) -> Path:
+def write_demo_config(directory: Path) -> Path:
     """Test issuers and workloads, plus the demo profiles and policy."""
     (directory / "identities.yaml").write_text(ISSUERS)
     for name in ("profiles.yaml", "policy.yaml"):

@@ -213,3 +213,29 @@ def test_invalid_yaml_error_names_the_file(
     message = config_error(write_config, valid_files)
 
     assert message.startswith("broken.yaml: not valid YAML")
+
+
+def test_file_that_is_not_utf8_is_rejected_with_a_config_error_naming_the_file(
+    write_config: WriteConfig, valid_files: ConfigFiles
+) -> None:
+    directory = write_config(valid_files)
+    (directory / "latin1.yaml").write_bytes("workloads: []  # caf\u00e9\n".encode("latin-1"))
+
+    with pytest.raises(ConfigError, match=r"^latin1\.yaml: "):
+        load_config(directory)
+
+
+def test_file_repeating_a_section_is_rejected(
+    write_config: WriteConfig, valid_files: ConfigFiles
+) -> None:
+    valid_files["policy.yaml"] = (
+        "rules:\n"
+        "  - {name: deny-prod, when: 'request.profile == \"prod\"', effect: deny}\n"
+        "rules:\n"
+        "  - {name: allow-all, effect: allow}\n"
+    )
+
+    message = config_error(write_config, valid_files)
+
+    assert "policy.yaml" in message
+    assert "'rules'" in message

@@ -76,13 +76,25 @@ def request_grant(
         )
         if decision.effect == "require_approval":
             broker.grants.create(grant, idempotency=idempotency)
+            _ensure_task_still_active(broker, grant, context)
             return GrantOutcome(grant)
         credential = _issue(broker, grant, profile, ttl_seconds, idempotency, context)
+        _ensure_task_still_active(broker, grant, context)
     except BrokerError:
         if idempotency_key is not None:
             broker.grants.release_idempotency_key(workload.workload_id, idempotency_key)
         raise
     return GrantOutcome(grant, credential)
+
+
+def _ensure_task_still_active(broker: Broker, grant: GrantRecord, context: RequestContext) -> None:
+    """Close the race with a concurrent completion: it lists grants after marking the task, so a
+    grant recorded after that listing sees the completed task here and is revoked at once."""
+    task = broker.tasks.get(grant.task_id)
+    if task is not None and task.state == TaskState.active:
+        return
+    request_revocation(broker, grant.grant_id, reason=RevokeReason.task_completed, context=context)
+    raise Conflict(f"task {grant.task_id} was completed while this grant was being issued")
 
 
 def get_own_grant(broker: Broker, workload: WorkloadIdentity, *, grant_id: str) -> GrantRecord:

@@ -136,7 +136,11 @@ class TokenVerifier:
 
 
 def _claims_match(expected: Mapping[str, Any], claims: Mapping[str, Any]) -> bool:
-    return all(name in claims and claims[name] == value for name, value in expected.items())
+    """Exact JSON match: `true` is not `1`, `"1"` is not `1`."""
+    return all(
+        name in claims and type(claims[name]) is type(value) and claims[name] == value
+        for name, value in expected.items()
+    )
 
 
 def _human(issuer: IssuerConfig, claims: dict[str, Any]) -> HumanIdentity:

@@ -5,27 +5,10 @@ from pathlib import Path
 
 import pytest
 from fastapi.testclient import TestClient
-from tests.unit.fakes import FakeEngine, memory_broker, write_config
 
 from jitbroker.app import create_app
 from jitbroker.bootstrap import Broker
 from jitbroker.identity.dev_issuer import DevIssuer
-from jitbroker.revocation.queue import InMemoryRevocationQueue
-
-
-@pytest.fixture
-def config_dir(tmp_path: Path) -> Path:
-    return write_config(tmp_path)
-
-
-@pytest.fixture
-def wired(config_dir: Path) -> tuple[Broker, FakeEngine, InMemoryRevocationQueue]:
-    return memory_broker(config_dir)
-
-
-@pytest.fixture
-def broker(wired: tuple[Broker, FakeEngine, InMemoryRevocationQueue]) -> Broker:
-    return wired[0]
 
 
 @pytest.fixture
@@ -39,18 +22,22 @@ def bearer(token: str) -> dict[str, str]:
 
 
 @pytest.fixture
-def pipeline_auth(broker: Broker, config_dir: Path) -> dict[str, str]:
-    return bearer(DevIssuer(config_dir / "keys").workload_token(broker.config, "demo-pipeline"))
+def pipeline_auth(broker: Broker, demo_config_dir: Path) -> dict[str, str]:
+    return bearer(
+        DevIssuer(demo_config_dir / "keys").workload_token(broker.config, "demo-pipeline")
+    )
 
 
 @pytest.fixture
-def other_auth(broker: Broker, config_dir: Path) -> dict[str, str]:
-    return bearer(DevIssuer(config_dir / "keys").workload_token(broker.config, "other-pipeline"))
+def other_auth(broker: Broker, demo_config_dir: Path) -> dict[str, str]:
+    return bearer(
+        DevIssuer(demo_config_dir / "keys").workload_token(broker.config, "other-pipeline")
+    )
 
 
 @pytest.fixture
-def human_auth(broker: Broker, config_dir: Path) -> dict[str, str]:
-    return bearer(DevIssuer(config_dir / "keys").human_token(broker.config, "alice"))
+def human_auth(broker: Broker, demo_config_dir: Path) -> dict[str, str]:
+    return bearer(DevIssuer(demo_config_dir / "keys").human_token(broker.config, "alice"))
 
 
 @pytest.fixture

@@ -131,6 +131,12 @@ def config(make_config: Callable[[dict[str, Any]], BrokerConfig], keys_dir: Path
                         "claims": {"repository": REPOSITORY},
                     },
                     {"id": "other-deployer", "issuer": "other-ci", "subject": SUBJECT},
+                    {
+                        "id": "protected-deployer",
+                        "issuer": "ci",
+                        "subject": "repo:org/protected",
+                        "claims": {"ref_protected": True},
+                    },
                     {"id": "rsa-deployer", "issuer": "rsa-ci", "subject": SUBJECT},
                 ]
             },
@@ -421,6 +427,16 @@ def test_token_whose_claims_do_not_match_the_workload_constraints_is_rejected(
     verifier: TokenVerifier, sign: Signer
 ) -> None:
     token = sign(claims_for(repository="org/another-repo"))
+
+    error = rejection(verifier, token)
+
+    assert "not bound to a registered workload" in error.detail
+
+
+def test_token_whose_claim_has_a_different_json_type_than_the_constraint_is_rejected(
+    verifier: TokenVerifier, sign: Signer
+) -> None:
+    token = sign(claims_for(sub="repo:org/protected", ref_protected=1))
 
     error = rejection(verifier, token)
 

@@ -1,0 +1,120 @@
+"""Grant issuance rules that need no OpenBao: recording, idempotency, the completion race."""
+
+from __future__ import annotations
+
+import pytest
+from tests.unit.fakes import PIPELINE, READ_REQUEST, FakeEngine
+
+from jitbroker.audit.events import RequestContext
+from jitbroker.bootstrap import Broker
+from jitbroker.config import ProfileConfig, ScopeBinding
+from jitbroker.engines.base import IssuedCredential
+from jitbroker.errors import Conflict, PolicyDenied
+from jitbroker.grants import service as grants
+from jitbroker.grants.schemas import GrantState
+from jitbroker.identity.schemas import WorkloadIdentity
+from jitbroker.tasks import service as tasks
+
+
+class CompletesTaskWhileIssuing(FakeEngine):
+    """Completes the task between OpenBao issuing and the broker recording the grant."""
+
+    def __init__(self, broker: Broker) -> None:
+        super().__init__()
+        self.broker = broker
+
+    def issue(
+        self,
+        profile: ProfileConfig,
+        binding: ScopeBinding,
+        *,
+        ttl_seconds: int,
+        grant_id: str,
+        labels: dict[str, str],
+    ) -> IssuedCredential:
+        credential = super().issue(
+            profile, binding, ttl_seconds=ttl_seconds, grant_id=grant_id, labels=labels
+        )
+        tasks.complete_task(
+            self.broker, PIPELINE, task_id=labels["task_id"], wait=False, context=RequestContext()
+        )
+        return credential
+
+
+def test_grant_issued_while_its_task_completes_is_revoked_and_refused(
+    broker: Broker, open_task_id: str
+) -> None:
+    racing = CompletesTaskWhileIssuing(broker)
+    broker.engines["database"] = racing
+
+    with pytest.raises(Conflict, match="completed while this grant was being issued"):
+        grants.request_grant(
+            broker,
+            PIPELINE,
+            task_id=open_task_id,
+            request=READ_REQUEST,
+            idempotency_key=None,
+            context=RequestContext(),
+        )
+
+    (grant_id,) = broker.tasks.grant_ids(open_task_id)
+    stored = broker.grants.get(grant_id)
+    assert stored is not None
+    assert stored.state == GrantState.revoking
+
+
+def test_issued_grant_records_lease_but_no_secret(broker: Broker, open_task_id: str) -> None:
+    outcome = grants.request_grant(
+        broker,
+        PIPELINE,
+        task_id=open_task_id,
+        request=READ_REQUEST,
+        idempotency_key=None,
+        context=RequestContext(),
+    )
+
+    assert outcome.credential is not None
+    password = outcome.credential.reveal()["password"]
+    stored = broker.redis.hget(f"jb:grant:{outcome.grant.grant_id}", "doc")
+    assert stored is not None
+    assert outcome.grant.lease_ref is not None
+    assert outcome.grant.lease_ref.encode() in stored
+    assert password.encode() not in stored
+    assert password not in repr(outcome.credential)
+
+
+def test_grant_ttl_is_clamped_to_what_is_left_of_the_task(broker: Broker) -> None:
+    task = tasks.open_task(
+        broker, PIPELINE, purpose="short", ttl_seconds=30, context=RequestContext()
+    )
+
+    outcome = grants.request_grant(
+        broker,
+        PIPELINE,
+        task_id=task.task_id,
+        request=READ_REQUEST,
+        idempotency_key=None,
+        context=RequestContext(),
+    )
+
+    assert outcome.grant.lease_ttl_seconds is not None
+    assert outcome.grant.lease_ttl_seconds <= 30
+    assert outcome.grant.expires_at is not None
+    assert outcome.grant.expires_at <= task.expires_at
+
+
+def test_denied_request_releases_its_idempotency_key(broker: Broker) -> None:
+    denied = READ_REQUEST.model_copy(update={"profile": "demo-token"})
+    other = WorkloadIdentity(workload_id="other-pipeline", issuer="test-workloads", subject="o")
+    task = tasks.open_task(broker, other, purpose="x", ttl_seconds=60, context=RequestContext())
+
+    for _ in range(2):
+        with pytest.raises(PolicyDenied, match="no policy rule allows"):
+            grants.request_grant(
+                broker,
+                other,
+                task_id=task.task_id,
+                request=denied,
+                idempotency_key="same",
+                context=RequestContext(),
+            )
