@@ -46,6 +46,7 @@ Algorithm = Literal[
     "ES512",
     "EdDSA",
 ]
+LOOPBACK_HTTP = ("http://127.0.0.1:", "http://127.0.0.1/", "http://localhost:", "http://[::1]:")
 SLUG = re.compile(r"^[a-z0-9][a-z0-9._-]{0,62}$")
 
 
@@ -71,6 +72,7 @@ class Settings(BaseSettings):
     sweep_interval_seconds: float = Field(default=0.2, gt=0)
     sweep_batch_size: int = Field(default=500, gt=0)
     idempotency_ttl_seconds: int = Field(default=86400, gt=0)
+    idempotency_claim_seconds: int = Field(default=60, gt=0)
     audit_stdout: bool = True
     log_level: str = "INFO"
 
@@ -94,6 +96,7 @@ class IssuerConfig(BaseModel):
     human: bool = False
     groups_claim: str = "groups"
     leeway_seconds: int = Field(default=30, ge=0, le=300)
+    max_token_lifetime_seconds: int = Field(default=86400, gt=0)
     jwks_cache_seconds: int = Field(default=300, ge=1)
     jwks_min_refresh_seconds: float = Field(default=10.0, ge=0)
 
@@ -106,8 +109,10 @@ class IssuerConfig(BaseModel):
     def _one_key_source(self) -> IssuerConfig:
         if (self.jwks_url is None) == (self.jwks_file is None):
             raise ValueError("exactly one of jwks_url or jwks_file is required")
-        if self.jwks_url is not None and not self.jwks_url.startswith(("https://", "http://")):
-            raise ValueError("jwks_url must be an http(s) URL")
+        if self.jwks_url is not None and not self.jwks_url.startswith("https://"):
+            # Keys fetched in clear text can be swapped on the way; only loopback may skip TLS.
+            if not self.jwks_url.startswith(LOOPBACK_HTTP):
+                raise ValueError("jwks_url must use https:// (plain http only on loopback)")
         return self
 
 
@@ -119,6 +124,7 @@ class WorkloadConfig(BaseModel):
     id: str
     issuer: str
     subject: str = Field(min_length=1)
+    audience: str | None = None
     claims: dict[str, str | int | bool] = Field(default_factory=dict)
     description: str = ""
 

@@ -108,6 +108,13 @@ class VaultRejected(VaultError):
     slug = "vault-rejected"
 
 
+class VaultLeaseGone(VaultRejected):
+    """OpenBao does not know the lease or token (expired, revoked, or never existed)."""
+
+    title = "Lease not found"
+    slug = "lease-not-found"
+
+
 class StateUnavailable(ServiceUnavailable):
     """Redis could not be reached or refused a write."""
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Callable
 from typing import Any, TypeVar
 
@@ -9,9 +10,10 @@ import hvac
 import hvac.exceptions
 import requests
 
-from jitbroker.errors import VaultRejected, VaultUnavailable
+from jitbroker.errors import VaultLeaseGone, VaultRejected, VaultUnavailable
 
 T = TypeVar("T")
+log = logging.getLogger(__name__)
 
 RETRYABLE = (
     hvac.exceptions.VaultDown,
@@ -35,14 +37,16 @@ class VaultClient:
         try:
             return fn()
         except RETRYABLE as exc:
-            raise VaultUnavailable(
-                f"OpenBao is unavailable during {operation} ({type(exc).__name__})"
-            ) from None
+            log.warning("OpenBao unavailable during %s: %s", operation, type(exc).__name__)
+            raise VaultUnavailable(f"OpenBao is unavailable ({type(exc).__name__})") from None
         except hvac.exceptions.VaultError as exc:
             reasons = "; ".join(str(e) for e in (exc.errors or [])) or type(exc).__name__
-            raise VaultRejected(
-                f"OpenBao refused {operation}: {reasons.strip()}", retry_after=30
-            ) from None
+            # Backend messages name mounts, roles and policies: they go to the log, not to
+            # callers, who see only the kind of refusal.
+            log.warning("OpenBao refused %s: %s", operation, reasons.strip())
+            if any(marker in reasons for marker in GONE_MARKERS):
+                raise VaultLeaseGone("OpenBao no longer knows this lease") from None
+            raise VaultRejected("OpenBao refused the request", retry_after=30) from None
 
     def is_ready(self) -> bool:
         """True when OpenBao answers, is unsealed and our token is valid."""
@@ -107,8 +111,6 @@ class VaultClient:
     def _exists(self, operation: str, fn: Callable[[], Any]) -> bool:
         try:
             self._call(operation, fn)
-        except VaultRejected as exc:
-            if any(marker in exc.detail for marker in GONE_MARKERS):
-                return False
-            raise
+        except VaultLeaseGone:
+            return False
         return True

@@ -85,7 +85,7 @@ def queue(wired: tuple[Broker, FakeEngine, InMemoryRevocationQueue]) -> InMemory
 @pytest.fixture
 def open_task_id(broker: Broker) -> str:
     task = tasks.open_task(
-        broker, PIPELINE, purpose="unit", ttl_seconds=600, context=RequestContext()
+        broker, workload=PIPELINE, purpose="unit", ttl_seconds=600, context=RequestContext()
     )
     return task.task_id
 
@@ -94,7 +94,7 @@ def open_task_id(broker: Broker) -> str:
 def issued_grant(broker: Broker, open_task_id: str) -> GrantRecord:
     outcome = grants.request_grant(
         broker,
-        PIPELINE,
+        workload=PIPELINE,
         task_id=open_task_id,
         request=READ_REQUEST,
         idempotency_key=None,

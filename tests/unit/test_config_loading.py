@@ -239,3 +239,22 @@ def test_file_repeating_a_section_is_rejected(
 
     assert "policy.yaml" in message
     assert "'rules'" in message
+
+
+def test_jwks_url_over_plain_http_off_loopback_is_rejected(
+    write_config: WriteConfig, valid_files: ConfigFiles
+) -> None:
+    valid_files["issuers.yaml"] = {
+        "issuers": [
+            {
+                "name": "ci",
+                "issuer": "https://ci.example.test",
+                "audiences": ["jitbroker"],
+                "algorithms": ["ES256"],
+                "jwks_url": "http://keys.example.test/jwks.json",
+            }
+        ]
+    }
+
+    with pytest.raises(ConfigError, match="jwks_url must use https://"):
+        load_config(write_config(valid_files))

@@ -12,6 +12,7 @@ EventType = Literal[
     "auth.failed",
     "task.opened",
     "task.completed",
+    "grant.rejected",
     "grant.decided",
     "grant.issued",
     "grant.issue_failed",

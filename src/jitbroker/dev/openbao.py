@@ -38,8 +38,13 @@ REVOKE_USER = [
     f'REVOKE ALL ON ALL TABLES IN SCHEMA {DEMO_SCHEMA} FROM "{{{{name}}}}";',
     f'REVOKE ALL ON ALL SEQUENCES IN SCHEMA {DEMO_SCHEMA} FROM "{{{{name}}}}";',
     f'REVOKE ALL ON SCHEMA {DEMO_SCHEMA} FROM "{{{{name}}}}";',
+    'REASSIGN OWNED BY "{{name}}" TO CURRENT_USER;',
+    'DROP OWNED BY "{{name}}";',
     'DROP ROLE IF EXISTS "{{name}}";',
 ]
+# An issued lease starts this short and is renewed to the grant TTL straight away, so a broker
+# that dies between the two leaves a user that lives seconds, not the profile cap.
+INITIAL_LEASE_SECONDS = 30
 KV_READ_POLICY = 'path "secret/data/demo/*" { capabilities = ["read"] }'
 
 
@@ -100,7 +105,7 @@ def _configure_database(
             creation_statements=[CREATE_USER, *_GRANTS.get(scope.name, _GRANTS["read"])],
             revocation_statements=REVOKE_USER,
             renew_statements=["ALTER ROLE \"{{name}}\" VALID UNTIL '{{expiration}}';"],
-            default_ttl=profile.max_ttl_seconds,
+            default_ttl=min(INITIAL_LEASE_SECONDS, profile.max_ttl_seconds),
             max_ttl=profile.max_ttl_seconds,
         )
 

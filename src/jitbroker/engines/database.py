@@ -2,12 +2,16 @@
 
 from __future__ import annotations
 
+import logging
+
 from pydantic import SecretStr
 
 from jitbroker.config import ProfileConfig, ScopeBinding
 from jitbroker.engines.base import IssuedCredential
-from jitbroker.errors import VaultRejected
+from jitbroker.errors import BrokerError, VaultRejected
 from jitbroker.vault import VaultClient
+
+log = logging.getLogger(__name__)
 
 
 class DatabaseEngine:
@@ -33,13 +37,13 @@ class DatabaseEngine:
         data = response.get("data") or {}
         if not lease_id or "username" not in data or "password" not in data:
             if lease_id:
-                self.vault.revoke_lease(lease_id)
+                self._revoke_quietly(lease_id)
             raise VaultRejected(
                 f"OpenBao returned no database credential for role {binding.role!r}"
             )
         try:
-            # The role's default TTL is the profile cap; renewing with an increment sets the
-            # lease (and the user's VALID UNTIL) to exactly the grant TTL from now.
+            # Renewing with an increment sets the lease (and the user's VALID UNTIL) to exactly
+            # the grant TTL from now; the role's max TTL (the profile cap) bounds it.
             renewed = self.vault.renew_lease(lease_id, ttl_seconds)
             lease_ttl = int(renewed.get("lease_duration", 0))
             if lease_ttl <= 0 or lease_ttl > ttl_seconds:
@@ -47,8 +51,8 @@ class DatabaseEngine:
                     f"OpenBao set a {lease_ttl}s lease for role {binding.role!r}, "
                     f"expected at most {ttl_seconds}s"
                 )
-        except Exception:
-            self.vault.revoke_lease(lease_id)
+        except BrokerError:
+            self._revoke_quietly(lease_id)
             raise
         return IssuedCredential(
             lease_ref=lease_id,
@@ -57,6 +61,13 @@ class DatabaseEngine:
             secret={"password": SecretStr(str(data["password"]))},
             public={"username": str(data["username"])},
         )
+
+    def _revoke_quietly(self, lease_id: str) -> None:
+        try:
+            self.vault.revoke_lease(lease_id)
+        except BrokerError as exc:
+            # Keep the original error; the role's short initial TTL bounds this lease.
+            log.error("could not revoke half-issued lease %s: %s", lease_id, exc.detail)
 
     def revoke(self, lease_ref: str) -> None:
         self.vault.revoke_lease(lease_ref)

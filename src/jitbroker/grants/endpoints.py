@@ -37,7 +37,7 @@ def request_grant(
     """Ask for a credential in a task; the secret is in this response and nowhere else."""
     outcome = service.request_grant(
         broker,
-        workload,
+        workload=workload,
         task_id=task_id,
         request=body,
         idempotency_key=idempotency_key,
@@ -57,7 +57,7 @@ def request_grant(
 @router.get("/grants/{grant_id}", response_model=GrantView)
 def get_grant(grant_id: str, broker: BrokerDep, workload: WorkloadDep) -> GrantView:
     """A grant's state; never the secret."""
-    return GrantView.of(service.get_own_grant(broker, workload, grant_id=grant_id))
+    return GrantView.of(service.get_own_grant(broker, workload=workload, grant_id=grant_id))
 
 
 @router.post("/grants/{grant_id}/revoke", response_model=GrantView)
@@ -66,5 +66,5 @@ def revoke_grant(
 ) -> GrantView:
     """Revoke one grant now (asynchronously; poll the grant for `revoked`)."""
     return GrantView.of(
-        service.revoke_own_grant(broker, workload, grant_id=grant_id, context=context)
+        service.revoke_own_grant(broker, workload=workload, grant_id=grant_id, context=context)
     )

@@ -43,22 +43,23 @@ class GrantOutcome:
 
 def request_grant(
     broker: Broker,
-    workload: WorkloadIdentity,
     *,
+    workload: WorkloadIdentity,
     task_id: str,
     request: GrantRequest,
     idempotency_key: str | None,
     context: RequestContext,
 ) -> GrantOutcome:
     """Decide on a grant request and, when allowed, issue its credential exactly once."""
-    task = get_own_task(broker, workload, task_id=task_id)
+    task = get_own_task(broker, workload=workload, task_id=task_id)
     now = broker.clock()
     if task.effective_state(now) != TaskState.active:
         raise Conflict(f"task {task_id} is {task.effective_state(now).value}; open a new task")
-    profile = _validated_profile(broker, request)
-    ttl_seconds = min(request.ttl_seconds, int((task.expires_at - now).total_seconds()))
-    if ttl_seconds < 1:
-        raise Conflict(f"task {task_id} ends in less than a second; open a new task")
+    try:
+        profile = _validated_profile(broker, request)
+    except InvalidRequest as exc:
+        _audit_rejection(broker, workload, task, request, exc, context)
+        raise
 
     if idempotency_key is not None:
         replay = _claim_idempotency_key(broker, workload, task, request, idempotency_key)
@@ -75,10 +76,13 @@ def request_grant(
             else None
         )
         if decision.effect == "require_approval":
-            broker.grants.create(grant, idempotency=idempotency)
+            # A pending grant dies with its task at the latest.
+            broker.grants.create(
+                grant, expires_at=task.expires_at.timestamp(), idempotency=idempotency
+            )
             _ensure_task_still_active(broker, grant, context)
             return GrantOutcome(grant)
-        credential = _issue(broker, grant, profile, ttl_seconds, idempotency, context)
+        credential = _issue(broker, grant, task, profile, idempotency, context)
         _ensure_task_still_active(broker, grant, context)
     except BrokerError:
         if idempotency_key is not None:
@@ -93,11 +97,13 @@ def _ensure_task_still_active(broker: Broker, grant: GrantRecord, context: Reque
     task = broker.tasks.get(grant.task_id)
     if task is not None and task.state == TaskState.active:
         return
-    request_revocation(broker, grant.grant_id, reason=RevokeReason.task_completed, context=context)
+    request_revocation(
+        broker, grant_id=grant.grant_id, reason=RevokeReason.task_completed, context=context
+    )
     raise Conflict(f"task {grant.task_id} was completed while this grant was being issued")
 
 
-def get_own_grant(broker: Broker, workload: WorkloadIdentity, *, grant_id: str) -> GrantRecord:
+def get_own_grant(broker: Broker, *, workload: WorkloadIdentity, grant_id: str) -> GrantRecord:
     """The grant if it belongs to the caller's workload; otherwise not found."""
     grant = broker.grants.get(grant_id)
     if grant is None or grant.workload != workload.workload_id:
@@ -106,12 +112,12 @@ def get_own_grant(broker: Broker, workload: WorkloadIdentity, *, grant_id: str) 
 
 
 def revoke_own_grant(
-    broker: Broker, workload: WorkloadIdentity, *, grant_id: str, context: RequestContext
+    broker: Broker, *, workload: WorkloadIdentity, grant_id: str, context: RequestContext
 ) -> GrantRecord:
     """Ask for the caller's grant to be revoked now."""
-    get_own_grant(broker, workload, grant_id=grant_id)
+    get_own_grant(broker, workload=workload, grant_id=grant_id)
     grant = request_revocation(
-        broker, grant_id, reason=RevokeReason.revoked_by_workload, context=context
+        broker, grant_id=grant_id, reason=RevokeReason.revoked_by_workload, context=context
     )
     assert grant is not None
     return grant
@@ -153,7 +159,10 @@ def _claim_idempotency_key(
         f"{task.task_id}\n{request.model_dump_json()}".encode()
     ).hexdigest()
     held = broker.grants.claim_idempotency_key(
-        workload.workload_id, key, fingerprint, ttl_seconds=60
+        workload.workload_id,
+        key,
+        fingerprint,
+        ttl_seconds=broker.settings.idempotency_claim_seconds,
     )
     if held is None:
         return None
@@ -256,14 +265,20 @@ def _new_grant(
 def _issue(
     broker: Broker,
     grant: GrantRecord,
+    task: TaskRecord,
     profile: ProfileConfig,
-    ttl_seconds: int,
     idempotency: tuple[str, str, int] | None,
     context: RequestContext,
 ) -> IssuedCredential:
     """Issue, then record the lease; if recording fails, revoke the lease and answer 503."""
     engine = broker.engines[profile.engine]
     started = time.monotonic()
+    # Measured just before issuing so the lease cannot outlive the task's deadline.
+    ttl_seconds = min(
+        grant.requested_ttl_seconds, int((task.expires_at - broker.clock()).total_seconds())
+    )
+    if ttl_seconds < 1:
+        raise Conflict(f"task {task.task_id} ends in less than a second; open a new task")
     try:
         credential = engine.issue(
             profile,
@@ -326,6 +341,28 @@ def _roll_back(broker: Broker, grant: GrantRecord, credential: IssuedCredential)
             grant.grant_id,
             exc.detail,
         )
+
+
+def _audit_rejection(
+    broker: Broker,
+    workload: WorkloadIdentity,
+    task: TaskRecord,
+    request: GrantRequest,
+    exc: InvalidRequest,
+    context: RequestContext,
+) -> None:
+    broker.audit.record(
+        AuditEvent(
+            type="grant.rejected",
+            outcome="invalid",
+            workload=workload.workload_id,
+            task_id=task.task_id,
+            profile=request.profile,
+            reason=exc.detail,
+            context=context,
+            details={"scopes": request.scopes, "ttl_seconds": request.ttl_seconds},
+        )
+    )
 
 
 def _audit_issue_failure(

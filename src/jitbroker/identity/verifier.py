@@ -116,11 +116,20 @@ class TokenVerifier:
             raise Unauthenticated(_reason(exc)) from None
         if not isinstance(claims.get("sub"), str) or not claims["sub"]:
             raise Unauthenticated("token 'sub' claim must be a non-empty string")
+        lifetime = claims["exp"] - claims["iat"]
+        if lifetime > issuer.max_token_lifetime_seconds:
+            raise Unauthenticated(
+                f"token lifetime exceeds {issuer.max_token_lifetime_seconds}s for this issuer"
+            )
         return claims
 
     def _bind_workload(self, issuer: IssuerConfig, claims: dict[str, Any]) -> WorkloadIdentity:
         candidates = self._workloads.get((issuer.name, claims["sub"]), [])
-        matches = [w for w in candidates if _claims_match(w.claims, claims)]
+        matches = [
+            w
+            for w in candidates
+            if _claims_match(w.claims, claims) and _audience_matches(w.audience, claims["aud"])
+        ]
         if not matches:
             raise Unauthenticated("token subject is not bound to a registered workload")
         if len(matches) > 1:
@@ -141,6 +150,12 @@ def _claims_match(expected: Mapping[str, Any], claims: Mapping[str, Any]) -> boo
         name in claims and type(claims[name]) is type(value) and claims[name] == value
         for name, value in expected.items()
     )
+
+
+def _audience_matches(expected: str | None, aud: str | list[str]) -> bool:
+    if expected is None:
+        return True
+    return expected == aud or (isinstance(aud, list) and expected in aud)
 
 
 def _human(issuer: IssuerConfig, claims: dict[str, Any]) -> HumanIdentity:

@@ -34,7 +34,10 @@ class ExpiryLedger:
     def schedule(
         self, grant_id: str, due: float, pipe: redis.client.Pipeline | None = None
     ) -> None:
-        (pipe or self._redis).zadd(self.key, {grant_id: due})
+        if pipe is not None:
+            pipe.zadd(self.key, {grant_id: due})
+            return
+        self._call(lambda: self._redis.zadd(self.key, {grant_id: due}))
 
     def remove(self, grant_id: str) -> None:
         self._call(lambda: self._redis.zrem(self.key, grant_id))

@@ -8,7 +8,7 @@ from datetime import timedelta
 
 from jitbroker.audit.events import AuditEvent, RequestContext
 from jitbroker.bootstrap import Broker
-from jitbroker.errors import BrokerError, VaultUnavailable
+from jitbroker.errors import BrokerError, StateUnavailable, VaultUnavailable
 from jitbroker.grants.schemas import GrantRecord, GrantState, RevokeReason
 
 log = logging.getLogger(__name__)
@@ -20,8 +20,8 @@ MAX_CAS_ATTEMPTS = 20
 
 def request_revocation(
     broker: Broker,
-    grant_id: str,
     *,
+    grant_id: str,
     reason: RevokeReason,
     context: RequestContext | None = None,
 ) -> GrantRecord | None:
@@ -53,12 +53,16 @@ def request_revocation(
         broker.ledger.schedule(
             grant_id, time.time() + broker.settings.revocation_redelivery_seconds
         )
-        broker.revocations.enqueue(grant_id)
+        try:
+            broker.revocations.enqueue(grant_id)
+        except Exception as exc:  # noqa: BLE001 - the ledger entry is the record; make it due now
+            log.warning("could not enqueue revocation of %s (%s); sweeper will", grant_id, exc)
+            broker.ledger.schedule(grant_id, time.time())
         return grant
-    raise BrokerError(f"grant {grant_id} changed too often to request revocation")
+    raise StateUnavailable(f"grant {grant_id} changed too often to request revocation")
 
 
-def revoke_grant(broker: Broker, grant_id: str) -> GrantRecord | None:
+def revoke_grant(broker: Broker, *, grant_id: str) -> GrantRecord | None:
     """Revoke the grant's lease, confirm OpenBao forgot it, record the outcome; idempotent."""
     for _ in range(MAX_CAS_ATTEMPTS):
         grant = broker.grants.get(grant_id)
@@ -67,11 +71,15 @@ def revoke_grant(broker: Broker, grant_id: str) -> GrantRecord | None:
             return grant
         now = broker.clock()
         if grant.state == GrantState.pending_approval:
-            return request_revocation(broker, grant_id, reason=RevokeReason.expired)
+            return request_revocation(broker, grant_id=grant_id, reason=RevokeReason.expired)
         if grant.state == GrantState.issued:
             if grant.expires_at is not None and grant.expires_at - now > EARLY_CLAIM_TOLERANCE:
-                # Stale ledger entry: put it back at the real expiry and do nothing now.
+                # Stale ledger entry: put it back at the real expiry and do nothing now, unless
+                # a revocation was requested meanwhile (its safety-net entry must not move).
                 broker.ledger.schedule(grant_id, grant.expires_at.timestamp())
+                current = broker.grants.get(grant_id)
+                if current is not None and current.state != GrantState.issued:
+                    continue
                 return grant
             grant.state = GrantState.revoking
             grant.revoke_reason = RevokeReason.expired
@@ -79,7 +87,7 @@ def revoke_grant(broker: Broker, grant_id: str) -> GrantRecord | None:
             if not broker.grants.replace(grant):
                 continue
         return _carry_out(broker, grant)
-    raise BrokerError(f"grant {grant_id} changed too often to revoke")
+    raise StateUnavailable(f"grant {grant_id} changed too often to revoke")
 
 
 def _carry_out(broker: Broker, grant: GrantRecord) -> GrantRecord:
@@ -106,6 +114,8 @@ def _carry_out(broker: Broker, grant: GrantRecord) -> GrantRecord:
             broker.ledger.remove(grant.grant_id)
             return reloaded or grant
         grant = reloaded
+    else:
+        raise StateUnavailable(f"could not record the revocation of grant {grant.grant_id}")
     broker.ledger.remove(grant.grant_id)
     elapsed = time.monotonic() - started
     broker.revocation_stats.record_revoked(grant.profile, final.value, elapsed)

@@ -24,12 +24,13 @@ def worker_broker() -> Broker:
     reject_on_worker_lost=True,
     autoretry_for=(VaultUnavailable, StateUnavailable),
     retry_backoff=1,
-    retry_backoff_max=30,
+    retry_backoff_max=16,
     retry_jitter=True,
-    max_retries=None,
+    # Celery retries cover about one redelivery interval; after that the expiry ledger hands
+    # the grant out again, so there is never more than one or two retry chains per grant.
+    max_retries=5,
     ignore_result=True,
 )
 def revoke_grant_task(grant_id: str) -> None:
-    """Revoke one grant. Unavailability retries forever with capped backoff; a refusal is
-    left on the expiry ledger, which hands it out again every redelivery interval."""
-    service.revoke_grant(worker_broker(), grant_id)
+    """Revoke one grant; the ledger hands it out again until OpenBao confirms: never give up."""
+    service.revoke_grant(worker_broker(), grant_id=grant_id)

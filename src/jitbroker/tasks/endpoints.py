@@ -16,16 +16,19 @@ def open_task(
     body: OpenTaskRequest, broker: BrokerDep, workload: WorkloadDep, context: ContextDep
 ) -> TaskView:
     """Open a task: the unit of work every credential is bound to."""
-    task = service.open_task(
-        broker, workload, purpose=body.purpose, ttl_seconds=body.ttl_seconds, context=context
+    return service.open_task(
+        broker,
+        workload=workload,
+        purpose=body.purpose,
+        ttl_seconds=body.ttl_seconds,
+        context=context,
     )
-    return service.describe_task(broker, workload, task_id=task.task_id)
 
 
 @router.get("/{task_id}", response_model=TaskView)
 def get_task(task_id: str, broker: BrokerDep, workload: WorkloadDep) -> TaskView:
     """The task and its grants (never secrets); only its own workload may read it."""
-    return service.describe_task(broker, workload, task_id=task_id)
+    return service.describe_task(broker, workload=workload, task_id=task_id)
 
 
 @router.post(
@@ -43,7 +46,7 @@ def complete_task(
 ) -> CompletionView:
     """Complete the task and revoke every grant; `wait=true` returns once OpenBao confirms all."""
     completion = service.complete_task(
-        broker, workload, task_id=task_id, wait=wait, context=context
+        broker, workload=workload, task_id=task_id, wait=wait, context=context
     )
     if completion.state != "completed":
         response.status_code = status.HTTP_202_ACCEPTED

@@ -50,6 +50,19 @@ class TaskView(BaseModel):
     completed_at: datetime | None = None
     grants: list[GrantView] = Field(default_factory=list)
 
+    @classmethod
+    def of(cls, task: TaskRecord, grants: list[GrantView], now: datetime) -> TaskView:
+        return cls(
+            task_id=task.task_id,
+            state=task.effective_state(now),
+            workload=task.workload,
+            purpose=task.purpose,
+            created_at=task.created_at,
+            expires_at=task.expires_at,
+            completed_at=task.completed_at,
+            grants=grants,
+        )
+
 
 class CompletionView(BaseModel):
     task_id: str

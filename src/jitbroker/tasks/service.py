@@ -2,29 +2,31 @@
 
 from __future__ import annotations
 
+import logging
 import secrets
 import time
 from datetime import timedelta
 
 from jitbroker.audit.events import AuditEvent, RequestContext
 from jitbroker.bootstrap import Broker
-from jitbroker.errors import InvalidRequest, NotFound
+from jitbroker.errors import BrokerError, InvalidRequest, NotFound, StateUnavailable
 from jitbroker.grants.schemas import GrantRecord, GrantView, RevocationView, RevokeReason
 from jitbroker.identity.schemas import WorkloadIdentity
 from jitbroker.revocation.service import request_revocation
 from jitbroker.tasks.schemas import CompletionView, TaskRecord, TaskState, TaskView
 
+log = logging.getLogger(__name__)
 POLL_INTERVAL_SECONDS = 0.05
 
 
 def open_task(
     broker: Broker,
-    workload: WorkloadIdentity,
     *,
+    workload: WorkloadIdentity,
     purpose: str,
     ttl_seconds: int | None,
     context: RequestContext,
-) -> TaskRecord:
+) -> TaskView:
     """Open a task for the calling workload with a deadline."""
     ttl = ttl_seconds or broker.settings.default_task_ttl_seconds
     if ttl > broker.settings.max_task_ttl_seconds:
@@ -51,10 +53,10 @@ def open_task(
             details={"purpose": purpose, "ttl_seconds": ttl},
         )
     )
-    return task
+    return TaskView.of(task, [], now)
 
 
-def get_own_task(broker: Broker, workload: WorkloadIdentity, *, task_id: str) -> TaskRecord:
+def get_own_task(broker: Broker, *, workload: WorkloadIdentity, task_id: str) -> TaskRecord:
     """The task if it belongs to the caller's workload; otherwise not found (no existence leak)."""
     task = broker.tasks.get(task_id)
     if task is None or task.workload != workload.workload_id:
@@ -62,31 +64,25 @@ def get_own_task(broker: Broker, workload: WorkloadIdentity, *, task_id: str) ->
     return task
 
 
-def describe_task(broker: Broker, workload: WorkloadIdentity, *, task_id: str) -> TaskView:
+def describe_task(broker: Broker, *, workload: WorkloadIdentity, task_id: str) -> TaskView:
     """The task and its grants, never a secret."""
-    task = get_own_task(broker, workload, task_id=task_id)
-    return TaskView(
-        task_id=task.task_id,
-        state=task.effective_state(broker.clock()),
-        workload=task.workload,
-        purpose=task.purpose,
-        created_at=task.created_at,
-        expires_at=task.expires_at,
-        completed_at=task.completed_at,
-        grants=[GrantView.of(g) for g in _grants_of(broker, task.task_id)],
-    )
+    task = get_own_task(broker, workload=workload, task_id=task_id)
+    grants = [GrantView.of(g) for g in _grants_of(broker, task.task_id)]
+    return TaskView.of(task, grants, broker.clock())
 
 
 def complete_task(
     broker: Broker,
-    workload: WorkloadIdentity,
     *,
+    workload: WorkloadIdentity,
     task_id: str,
     wait: bool,
     context: RequestContext,
 ) -> CompletionView:
-    """Close the task and revoke every grant in it; with `wait`, until OpenBao confirms each."""
-    task = get_own_task(broker, workload, task_id=task_id)
+    """Close the task and revoke every grant; with `wait`, until OpenBao confirms each.
+
+    Safe to call again: a retry after a partial failure requests what is still missing."""
+    task = get_own_task(broker, workload=workload, task_id=task_id)
     while task.state == TaskState.active:
         task.state = TaskState.completed
         task.completed_at = broker.clock()
@@ -101,17 +97,28 @@ def complete_task(
                 )
             )
             break
-        task = get_own_task(broker, workload, task_id=task_id)
-    grant_ids = broker.tasks.grant_ids(task_id)
-    for grant_id in grant_ids:
-        request_revocation(broker, grant_id, reason=RevokeReason.task_completed, context=context)
+        task = get_own_task(broker, workload=workload, task_id=task_id)
+    failed: list[str] = []
+    for grant_id in broker.tasks.grant_ids(task_id):
+        try:
+            request_revocation(
+                broker, grant_id=grant_id, reason=RevokeReason.task_completed, context=context
+            )
+        except BrokerError as exc:
+            log.warning("revocation of %s not requested: %s", grant_id, exc.detail)
+            failed.append(grant_id)
+    if failed:
+        raise StateUnavailable(
+            f"task {task_id} is completed but revocation of {len(failed)} grant(s) could not be "
+            "requested; call complete again",
+            grants=failed,
+        )
     grants = _grants_of(broker, task_id)
     if wait:
         grants = _wait_until_terminal(broker, task_id, broker.settings.complete_wait_seconds)
-    all_done = all(g.is_terminal for g in grants)
     return CompletionView(
         task_id=task_id,
-        state="completed" if all_done else "completing",
+        state="completed" if all(g.is_terminal for g in grants) else "completing",
         revocations=[
             RevocationView(grant_id=g.grant_id, state=g.state, revoked_at=g.revoked_at)
             for g in grants

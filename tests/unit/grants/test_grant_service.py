@@ -36,7 +36,11 @@ class CompletesTaskWhileIssuing(FakeEngine):
             profile, binding, ttl_seconds=ttl_seconds, grant_id=grant_id, labels=labels
         )
         tasks.complete_task(
-            self.broker, PIPELINE, task_id=labels["task_id"], wait=False, context=RequestContext()
+            self.broker,
+            workload=PIPELINE,
+            task_id=labels["task_id"],
+            wait=False,
+            context=RequestContext(),
         )
         return credential
 
@@ -50,7 +54,7 @@ def test_grant_issued_while_its_task_completes_is_revoked_and_refused(
     with pytest.raises(Conflict, match="completed while this grant was being issued"):
         grants.request_grant(
             broker,
-            PIPELINE,
+            workload=PIPELINE,
             task_id=open_task_id,
             request=READ_REQUEST,
             idempotency_key=None,
@@ -66,7 +70,7 @@ def test_grant_issued_while_its_task_completes_is_revoked_and_refused(
 def test_issued_grant_records_lease_but_no_secret(broker: Broker, open_task_id: str) -> None:
     outcome = grants.request_grant(
         broker,
-        PIPELINE,
+        workload=PIPELINE,
         task_id=open_task_id,
         request=READ_REQUEST,
         idempotency_key=None,
@@ -85,12 +89,12 @@ def test_issued_grant_records_lease_but_no_secret(broker: Broker, open_task_id: 
 
 def test_grant_ttl_is_clamped_to_what_is_left_of_the_task(broker: Broker) -> None:
     task = tasks.open_task(
-        broker, PIPELINE, purpose="short", ttl_seconds=30, context=RequestContext()
+        broker, workload=PIPELINE, purpose="short", ttl_seconds=30, context=RequestContext()
     )
 
     outcome = grants.request_grant(
         broker,
-        PIPELINE,
+        workload=PIPELINE,
         task_id=task.task_id,
         request=READ_REQUEST,
         idempotency_key=None,
@@ -106,13 +110,15 @@ def test_grant_ttl_is_clamped_to_what_is_left_of_the_task(broker: Broker) -> Non
 def test_denied_request_releases_its_idempotency_key(broker: Broker) -> None:
     denied = READ_REQUEST.model_copy(update={"profile": "demo-token"})
     other = WorkloadIdentity(workload_id="other-pipeline", issuer="test-workloads", subject="o")
-    task = tasks.open_task(broker, other, purpose="x", ttl_seconds=60, context=RequestContext())
+    task = tasks.open_task(
+        broker, workload=other, purpose="x", ttl_seconds=60, context=RequestContext()
+    )
 
     for _ in range(2):
         with pytest.raises(PolicyDenied, match="no policy rule allows"):
             grants.request_grant(
                 broker,
-                other,
+                workload=other,
                 task_id=task.task_id,
                 request=denied,
                 idempotency_key="same",

@@ -116,7 +116,7 @@ def config(make_config: Callable[[dict[str, Any]], BrokerConfig], keys_dir: Path
         {
             "issuers.yaml": {
                 "issuers": [
-                    issuer("ci", CI_ISS, ["ES256"]),
+                    issuer("ci", CI_ISS, ["ES256"], max_token_lifetime_seconds=3600),
                     issuer("other-ci", OTHER_ISS, ["ES256"]),
                     issuer("rsa-ci", RSA_ISS, ["RS256"]),
                     issuer("people", PEOPLE_ISS, ["ES256"], human=True, groups_claim="teams"),
@@ -138,6 +138,12 @@ def config(make_config: Callable[[dict[str, Any]], BrokerConfig], keys_dir: Path
                         "claims": {"ref_protected": True},
                     },
                     {"id": "rsa-deployer", "issuer": "rsa-ci", "subject": SUBJECT},
+                    {
+                        "id": "staging-deployer",
+                        "issuer": "ci",
+                        "subject": "repo:org/staging",
+                        "audience": "jitbroker-staging",
+                    },
                 ]
             },
         }
@@ -470,3 +476,24 @@ def test_token_larger_than_8_kib_is_rejected_before_it_is_parsed(
     error = rejection(verifier, token)
 
     assert "larger than 8192 bytes" in error.detail
+
+
+def test_token_living_longer_than_the_issuer_allows_is_rejected(
+    verifier: TokenVerifier, sign: Signer
+) -> None:
+    now = int(time.time())
+    token = sign(claims_for(iat=now, exp=now + 2 * 3600))
+
+    error = rejection(verifier, token)
+
+    assert "lifetime exceeds 3600s" in error.detail
+
+
+def test_workload_bound_to_an_audience_rejects_a_token_for_another_audience(
+    verifier: TokenVerifier, sign: Signer
+) -> None:
+    token = sign(claims_for(sub="repo:org/staging", aud=AUDIENCE))
+
+    error = rejection(verifier, token)
+
+    assert "not bound to a registered workload" in error.detail

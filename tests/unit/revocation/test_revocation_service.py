@@ -26,7 +26,7 @@ def test_issued_grant_is_on_the_ledger_at_its_expiry(
 def test_requested_revocation_is_enqueued_and_kept_on_the_ledger(
     broker: Broker, issued_grant: GrantRecord, queue: InMemoryRevocationQueue
 ) -> None:
-    request_revocation(broker, issued_grant.grant_id, reason=RevokeReason.task_completed)
+    request_revocation(broker, grant_id=issued_grant.grant_id, reason=RevokeReason.task_completed)
 
     stored = broker.grants.get(issued_grant.grant_id)
     assert stored is not None
@@ -38,10 +38,10 @@ def test_requested_revocation_is_enqueued_and_kept_on_the_ledger(
 def test_revoking_twice_revokes_once_and_leaves_the_ledger(
     broker: Broker, issued_grant: GrantRecord, engine: FakeEngine
 ) -> None:
-    request_revocation(broker, issued_grant.grant_id, reason=RevokeReason.task_completed)
+    request_revocation(broker, grant_id=issued_grant.grant_id, reason=RevokeReason.task_completed)
 
-    first = revoke_grant(broker, issued_grant.grant_id)
-    second = revoke_grant(broker, issued_grant.grant_id)
+    first = revoke_grant(broker, grant_id=issued_grant.grant_id)
+    second = revoke_grant(broker, grant_id=issued_grant.grant_id)
 
     assert first is not None
     assert second is not None
@@ -53,7 +53,7 @@ def test_revoking_twice_revokes_once_and_leaves_the_ledger(
 def test_early_sweeper_claim_is_put_back_at_the_real_expiry(
     broker: Broker, issued_grant: GrantRecord, engine: FakeEngine
 ) -> None:
-    result = revoke_grant(broker, issued_grant.grant_id)
+    result = revoke_grant(broker, grant_id=issued_grant.grant_id)
 
     assert result is not None
     assert result.state == GrantState.issued
@@ -71,7 +71,7 @@ def test_due_grant_expires_with_state_expired(
     later = issued_grant.expires_at + timedelta(seconds=1)
     broker.clock = lambda: later
 
-    result = revoke_grant(broker, issued_grant.grant_id)
+    result = revoke_grant(broker, grant_id=issued_grant.grant_id)
 
     assert result is not None
     assert result.state == GrantState.expired
@@ -81,11 +81,11 @@ def test_due_grant_expires_with_state_expired(
 def test_revocation_while_openbao_is_down_raises_and_stays_on_the_ledger(
     broker: Broker, issued_grant: GrantRecord, engine: FakeEngine
 ) -> None:
-    request_revocation(broker, issued_grant.grant_id, reason=RevokeReason.task_completed)
+    request_revocation(broker, grant_id=issued_grant.grant_id, reason=RevokeReason.task_completed)
     engine.down = True
 
     with pytest.raises(VaultUnavailable):
-        revoke_grant(broker, issued_grant.grant_id)
+        revoke_grant(broker, grant_id=issued_grant.grant_id)
 
     stored = broker.grants.get(issued_grant.grant_id)
     assert stored is not None
@@ -127,7 +127,7 @@ def test_stale_writer_cannot_overwrite_a_newer_state(
     broker: Broker, issued_grant: GrantRecord
 ) -> None:
     stale = broker.grants.get(issued_grant.grant_id)
-    request_revocation(broker, issued_grant.grant_id, reason=RevokeReason.task_completed)
+    request_revocation(broker, grant_id=issued_grant.grant_id, reason=RevokeReason.task_completed)
     assert stale is not None
 
     stale.state = GrantState.issued
