@@ -22,18 +22,6 @@ from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from jitbroker.errors import ConfigError
 
-ASYMMETRIC_ALGORITHMS = (
-    "RS256",
-    "RS384",
-    "RS512",
-    "PS256",
-    "PS384",
-    "PS512",
-    "ES256",
-    "ES384",
-    "ES512",
-    "EdDSA",
-)
 Algorithm = Literal[
     "RS256",
     "RS384",

@@ -8,6 +8,7 @@ from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
+from jitbroker.audit.events import AuditEvent, EventType, RequestContext
 from jitbroker.records import VersionedModel
 
 
@@ -57,6 +58,29 @@ class GrantRecord(VersionedModel):
     @property
     def is_terminal(self) -> bool:
         return self.state in TERMINAL_STATES
+
+    def audit_event(
+        self,
+        kind: EventType,
+        *,
+        outcome: str,
+        context: RequestContext | None = None,
+        reason: str | None = None,
+        details: dict[str, Any] | None = None,
+    ) -> AuditEvent:
+        """An audit event about this grant, carrying its workload, task, profile and rule."""
+        return AuditEvent(
+            type=kind,
+            outcome=outcome,
+            workload=self.workload,
+            task_id=self.task_id,
+            grant_id=self.grant_id,
+            profile=self.profile,
+            rule=self.decision.get("rule"),
+            reason=reason,
+            context=context or RequestContext(),
+            details=details or {},
+        )
 
 
 class GrantRequest(BaseModel):

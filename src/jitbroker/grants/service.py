@@ -309,14 +309,9 @@ def _issue(
     metrics.GRANTS_ISSUED.labels(profile.id).inc()
     metrics.ISSUANCE_SECONDS.labels(profile.id).observe(time.monotonic() - started)
     broker.audit.record(
-        AuditEvent(
-            type="grant.issued",
+        grant.audit_event(
+            "grant.issued",
             outcome="issued",
-            workload=grant.workload,
-            task_id=grant.task_id,
-            grant_id=grant.grant_id,
-            profile=grant.profile,
-            rule=grant.decision["rule"],
             context=context,
             details={
                 "scopes": grant.scopes,
@@ -369,15 +364,7 @@ def _audit_issue_failure(
     broker: Broker, grant: GrantRecord, exc: BrokerError, context: RequestContext
 ) -> None:
     broker.audit.record(
-        AuditEvent(
-            type="grant.issue_failed",
-            outcome="failed",
-            workload=grant.workload,
-            task_id=grant.task_id,
-            grant_id=grant.grant_id,
-            profile=grant.profile,
-            rule=grant.decision["rule"],
-            reason=exc.detail,
-            context=context,
+        grant.audit_event(
+            "grant.issue_failed", outcome="failed", reason=exc.detail, context=context
         )
     )

@@ -6,7 +6,7 @@ import logging
 import time
 from datetime import timedelta
 
-from jitbroker.audit.events import AuditEvent, RequestContext
+from jitbroker.audit.events import EventType, RequestContext
 from jitbroker.bootstrap import Broker
 from jitbroker.errors import BrokerError, StateUnavailable, VaultUnavailable
 from jitbroker.grants.schemas import GrantRecord, GrantState, RevokeReason
@@ -154,7 +154,7 @@ def sweep_expired(broker: Broker, *, now: float | None = None) -> list[str]:
 
 def _audit(
     broker: Broker,
-    kind: str,
+    kind: EventType,
     grant: GrantRecord,
     *,
     outcome: str,
@@ -163,16 +163,11 @@ def _audit(
     details: dict[str, object] | None = None,
 ) -> None:
     broker.audit.record(
-        AuditEvent(
-            type=kind,
+        grant.audit_event(
+            kind,
             outcome=outcome,
-            workload=grant.workload,
-            task_id=grant.task_id,
-            grant_id=grant.grant_id,
-            profile=grant.profile,
-            rule=grant.decision.get("rule"),
+            context=context,
             reason=reason or (grant.revoke_reason.value if grant.revoke_reason else None),
-            context=context or RequestContext(),
-            details=details or {},
+            details=details,
         )
     )
