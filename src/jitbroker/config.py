@@ -4,12 +4,13 @@ from __future__ import annotations
 
 import re
 from pathlib import Path
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
 import cel
 import yaml
 from pydantic import (
     BaseModel,
+    BeforeValidator,
     ConfigDict,
     Field,
     PrivateAttr,
@@ -34,6 +35,8 @@ Algorithm = Literal[
     "ES512",
     "EdDSA",
 ]
+DURATION = re.compile(r"^(\d+)([smhd]?)$")
+DURATION_UNITS = {"s": 1, "m": 60, "h": 3600, "d": 86400}
 LOOPBACK_HTTP = ("http://127.0.0.1:", "http://127.0.0.1/", "http://localhost:", "http://[::1]:")
 SLUG = re.compile(r"^[a-z0-9][a-z0-9._-]{0,62}$")
 
@@ -175,6 +178,19 @@ class ProfileConfig(BaseModel):
         return self.scopes[max(order.index(s) for s in scopes)]
 
 
+def _seconds(value: Any) -> Any:
+    """Accept 90, "90s", "15m", "2h" or "1d" for a duration in seconds."""
+    if isinstance(value, str):
+        match = DURATION.match(value.strip())
+        if not match:
+            raise ValueError(f"{value!r} is not a duration like 90, '90s', '15m', '2h' or '1d'")
+        return int(match.group(1)) * DURATION_UNITS[match.group(2) or "s"]
+    return value
+
+
+Seconds = Annotated[int, BeforeValidator(_seconds), Field(gt=0)]
+
+
 class RuleConfig(BaseModel):
     """A policy rule: a CEL `when` condition and an effect; first match wins."""
 
@@ -184,7 +200,21 @@ class RuleConfig(BaseModel):
     when: str = "true"
     effect: Literal["allow", "deny", "require_approval"]
     reason: str = ""
+    max_ttl: Seconds | None = None
+    approvals: int = Field(default=1, ge=1, le=10)
+    approver_groups: list[str] = Field(default_factory=list)
+    approval_ttl: Seconds = 900
+    break_glass: bool = False
+    break_glass_max_ttl: Seconds = 900
     _program: Any = PrivateAttr(default=None)
+
+    @model_validator(mode="after")
+    def _approval_fields_fit_the_effect(self) -> RuleConfig:
+        if self.effect == "require_approval" and not self.approver_groups:
+            raise ValueError("a require_approval rule needs approver_groups")
+        if self.effect != "require_approval" and (self.approver_groups or self.break_glass):
+            raise ValueError("approver_groups and break_glass only apply to require_approval")
+        return self
 
     @field_validator("name")
     @classmethod
@@ -216,11 +246,49 @@ class DevHumanConfig(BaseModel):
     issuer: str
 
 
+class WebhookConfig(BaseModel):
+    """Where notifications go; the signing secret comes from an environment variable."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    name: str
+    url: str
+    secret_env: str = Field(pattern=r"^[A-Z_][A-Z0-9_]*$")
+    events: list[str] = Field(default_factory=lambda: ["*"])
+
+    @field_validator("name")
+    @classmethod
+    def _slug(cls, value: str) -> str:
+        return _check_slug(value)
+
+    @field_validator("url")
+    @classmethod
+    def _http_url(cls, value: str) -> str:
+        if not value.startswith(("https://", *LOOPBACK_HTTP)):
+            raise ValueError("url must use https:// (plain http only on loopback)")
+        return value
+
+
+class PolicyTestCase(BaseModel):
+    """A sample request and the decision the policy must reach for it."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    name: str
+    workload: str
+    request: dict[str, Any]
+    context: dict[str, Any] = Field(default_factory=dict)
+    expect: Literal["allow", "deny", "require_approval"]
+    rule: str | None = None
+
+
 SECTIONS: dict[str, type[BaseModel]] = {
     "issuers": IssuerConfig,
     "workloads": WorkloadConfig,
     "profiles": ProfileConfig,
     "rules": RuleConfig,
+    "webhooks": WebhookConfig,
+    "policy_tests": PolicyTestCase,
     "dev_humans": DevHumanConfig,
 }
 ID_FIELD = {
@@ -228,6 +296,8 @@ ID_FIELD = {
     "workloads": "id",
     "profiles": "id",
     "rules": "name",
+    "webhooks": "name",
+    "policy_tests": "name",
     "dev_humans": "subject",
 }
 
@@ -242,6 +312,8 @@ class BrokerConfig(BaseModel):
     workloads: dict[str, WorkloadConfig]
     profiles: dict[str, ProfileConfig]
     rules: list[RuleConfig]
+    webhooks: dict[str, WebhookConfig] = Field(default_factory=dict)
+    policy_tests: list[PolicyTestCase] = Field(default_factory=list)
     dev_humans: dict[str, DevHumanConfig]
 
 
@@ -288,8 +360,11 @@ def load_config(directory: Path) -> BrokerConfig:
     workloads: dict[str, WorkloadConfig] = unique("workloads")
     profiles: dict[str, ProfileConfig] = unique("profiles")
     unique("rules")
+    unique("policy_tests")
+    webhooks: dict[str, WebhookConfig] = unique("webhooks")
     dev_humans: dict[str, DevHumanConfig] = unique("dev_humans")
     rules = [entry for _, _, entry in found["rules"] if isinstance(entry, RuleConfig)]
+    policy_tests = [e for _, _, e in found["policy_tests"] if isinstance(e, PolicyTestCase)]
 
     locations = {
         (section, getattr(entry, ID_FIELD[section])): f"{path.name}: {section}[{index}]"
@@ -326,6 +401,8 @@ def load_config(directory: Path) -> BrokerConfig:
         workloads=workloads,
         profiles=profiles,
         rules=rules,
+        webhooks=webhooks,
+        policy_tests=policy_tests,
         dev_humans=dev_humans,
     )
 

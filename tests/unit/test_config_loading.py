@@ -66,7 +66,7 @@ def valid_files() -> ConfigFiles:
                     "when": 'request.scopes.all(s, s == "read")',
                     "effect": "allow",
                 },
-                {"name": "db-write", "effect": "require_approval"},
+                {"name": "db-write", "effect": "require_approval", "approver_groups": ["dba"]},
             ]
         },
         "humans.yml": {"dev_humans": [{"subject": "alice", "groups": ["dba"], "issuer": "sso"}]},

@@ -186,7 +186,7 @@ def _decide(
     profile: ProfileConfig,
     context: RequestContext,
 ) -> Decision:
-    subject = PolicyInput(
+    subject = PolicyInput.of(
         workload={
             "id": workload.workload_id,
             "issuer": workload.issuer,
@@ -201,18 +201,10 @@ def _decide(
             "task_id": task.task_id,
             "task_purpose": task.purpose,
         },
-        profile={
-            "id": profile.id,
-            "engine": profile.engine,
-            "destination": profile.destination,
-            "max_ttl_seconds": profile.max_ttl_seconds,
-            "scopes": profile.scope_names(),
-        },
-        context={
-            "now": broker.clock(),
-            "source_ip": context.source_ip or "",
-            "user_agent": context.user_agent or "",
-        },
+        profile=profile,
+        now=broker.clock(),
+        source_ip=context.source_ip or "",
+        user_agent=context.user_agent or "",
     )
     decision = broker.policy.decide(subject)
     metrics.GRANT_DECISIONS.labels(profile.id, decision.effect).inc()

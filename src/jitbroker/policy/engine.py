@@ -3,7 +3,12 @@
 from __future__ import annotations
 
 from jitbroker.config import RuleConfig
-from jitbroker.policy.schemas import DEFAULT_DENY_RULE, Decision, PolicyInput
+from jitbroker.policy.schemas import (
+    DEFAULT_DENY_RULE,
+    ApprovalRequirement,
+    Decision,
+    PolicyInput,
+)
 
 
 class PolicyEngine:
@@ -31,8 +36,26 @@ class PolicyEngine:
                     f"rule {rule.name!r} did not evaluate to a boolean; denying",
                 )
             if matched:
-                return Decision(rule.effect, rule.name, _reason_for(rule))
+                return _decision_of(rule, subject)
         return Decision("deny", DEFAULT_DENY_RULE, "no policy rule allows this request")
+
+
+def _decision_of(rule: RuleConfig, subject: PolicyInput) -> Decision:
+    ttl = subject.request.get("ttl_seconds")
+    if rule.max_ttl is not None and isinstance(ttl, int) and ttl > rule.max_ttl:
+        return Decision(
+            "deny", rule.name, f"rule {rule.name!r} allows at most {rule.max_ttl}s; asked {ttl}s"
+        )
+    if rule.effect != "require_approval":
+        return Decision(rule.effect, rule.name, _reason_for(rule))
+    requirement = ApprovalRequirement(
+        approvals=rule.approvals,
+        approver_groups=tuple(rule.approver_groups),
+        approval_ttl_seconds=rule.approval_ttl,
+        break_glass=rule.break_glass,
+        break_glass_max_ttl_seconds=rule.break_glass_max_ttl,
+    )
+    return Decision(rule.effect, rule.name, _reason_for(rule), requirement)
 
 
 def _reason_for(rule: RuleConfig) -> str:

@@ -123,12 +123,21 @@ def test_require_approval_rule_returns_its_effect_name_and_reason(
             "when": '"write" in request.scopes',
             "effect": "require_approval",
             "reason": "writes need a DBA",
+            "approver_groups": ["dba"],
+            "approvals": 2,
         },
     )
 
     decision = engine.decide(make_input(scopes=["read", "write"]))
 
-    assert decision == Decision("require_approval", "db-write", "writes need a DBA")
+    assert (decision.effect, decision.rule, decision.reason) == (
+        "require_approval",
+        "db-write",
+        "writes need a DBA",
+    )
+    assert decision.approval is not None
+    assert decision.approval.approvals == 2
+    assert decision.approval.approver_groups == ("dba",)
 
 
 def test_cel_macro_over_scopes_and_timezone_aware_now_allow_a_read_request(
