@@ -18,6 +18,7 @@ run: install
 	$(BIN)/jitbroker dev stack
 
 test: install
+	$(BIN)/jitbroker policy test examples/dev
 	$(BIN)/python -m pytest
 
 test-unit: install

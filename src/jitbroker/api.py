@@ -4,9 +4,11 @@ from __future__ import annotations
 
 from fastapi import APIRouter
 
+from jitbroker.approvals.endpoints import router as approvals_router
 from jitbroker.grants.endpoints import router as grants_router
 from jitbroker.tasks.endpoints import router as tasks_router
 
 v1 = APIRouter(prefix="/v1")
 v1.include_router(tasks_router)
 v1.include_router(grants_router)
+v1.include_router(approvals_router)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import sys
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -17,6 +18,7 @@ from jitbroker.engines.token import TokenEngine
 from jitbroker.grants.repository import GrantRepository
 from jitbroker.identity.verifier import TokenVerifier
 from jitbroker.metrics import RevocationStats
+from jitbroker.notifications.queue import CeleryNotificationQueue, NotificationQueue
 from jitbroker.policy.engine import PolicyEngine
 from jitbroker.revocation.ledger import ExpiryLedger
 from jitbroker.revocation.queue import CeleryRevocationQueue, RevocationQueue
@@ -46,6 +48,7 @@ class Broker:
     ledger: ExpiryLedger
     revocation_stats: RevocationStats
     revocations: RevocationQueue
+    notifications: NotificationQueue
     clock: Callable[[], datetime] = field(default=utc_now)
 
 
@@ -53,6 +56,7 @@ def build_broker(
     settings: Settings,
     *,
     revocations: RevocationQueue | None = None,
+    notifications: NotificationQueue | None = None,
     redis_client: redis.Redis | None = None,
     config: BrokerConfig | None = None,
 ) -> Broker:
@@ -69,8 +73,12 @@ def build_broker(
     prefix = settings.key_prefix
     ledger = ExpiryLedger(client, f"{prefix}:ledger")
     tasks = TaskRepository(client, prefix)
-    if revocations is None:
-        revocations = CeleryRevocationQueue(create_celery(settings))
+    if revocations is None or notifications is None:
+        celery = create_celery(settings)
+        if revocations is None:
+            revocations = CeleryRevocationQueue(celery)
+        if notifications is None:
+            notifications = CeleryNotificationQueue(celery)
     return Broker(
         settings=settings,
         config=config,
@@ -87,4 +95,11 @@ def build_broker(
         ledger=ledger,
         revocation_stats=RevocationStats(client, f"{prefix}:stats:revocations"),
         revocations=revocations,
+        notifications=notifications,
     )
+
+
+@functools.cache
+def worker_broker() -> Broker:
+    """The worker process's Broker, built on first use (after fork, never at import)."""
+    return build_broker(Settings())

@@ -64,6 +64,9 @@ class Settings(BaseSettings):
     sweep_batch_size: int = Field(default=500, gt=0)
     idempotency_ttl_seconds: int = Field(default=86400, gt=0)
     idempotency_claim_seconds: int = Field(default=60, gt=0)
+    approval_issue_window_seconds: int = Field(default=600, gt=0)
+    long_poll_max_seconds: int = Field(default=60, gt=0)
+    break_glass_min_justification: int = Field(default=20, ge=1)
     audit_stdout: bool = True
     log_level: str = "INFO"
 

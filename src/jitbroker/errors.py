@@ -122,5 +122,13 @@ class StateUnavailable(ServiceUnavailable):
     slug = "state-unavailable"
 
 
+class DeliveryFailed(BrokerError):
+    """A webhook receiver could not be reached or did not answer 2xx: worth retrying."""
+
+    status = 502
+    title = "Webhook delivery failed"
+    slug = "webhook-delivery-failed"
+
+
 class ConfigError(Exception):
     """The configuration directory is invalid; the message names file, entry and field."""

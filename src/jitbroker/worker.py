@@ -7,12 +7,15 @@ from celery import Celery
 from jitbroker.config import Settings
 
 REVOCATION_QUEUE = "jitbroker.revocation"
+NOTIFICATION_QUEUE = "jitbroker.notifications"
 
 
 def create_celery(settings: Settings) -> Celery:
     """A Celery app for `settings`; the worker process and the API's sender share this shape."""
     app = Celery(
-        "jitbroker", broker=settings.task_queue_url, include=["jitbroker.revocation.tasks"]
+        "jitbroker",
+        broker=settings.task_queue_url,
+        include=["jitbroker.revocation.tasks", "jitbroker.notifications.tasks"],
     )
     app.conf.update(
         task_acks_late=True,
@@ -23,7 +26,10 @@ def create_celery(settings: Settings) -> Celery:
         task_serializer="json",
         accept_content=["json"],
         task_default_queue=REVOCATION_QUEUE,
-        task_routes={"revocation.*": {"queue": REVOCATION_QUEUE}},
+        task_routes={
+            "revocation.*": {"queue": REVOCATION_QUEUE},
+            "notifications.*": {"queue": NOTIFICATION_QUEUE},
+        },
         task_soft_time_limit=60,
         task_time_limit=90,
         broker_connection_retry_on_startup=True,

@@ -6,6 +6,7 @@ import os
 import shutil
 import subprocess
 import sys
+import threading
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -23,23 +24,45 @@ from jitbroker.identity.dev_issuer import DevIssuer
 from jitbroker.vault import VaultClient
 from jitbroker.worker import create_celery
 from tests.integration.support import (
+    FLAKY_WEBHOOK_PATH,
     POSTGRES_ADMIN,
     POSTGRES_FOR_OPENBAO,
     QUEUE_REDIS_URL,
     ROOT,
     ROOT_TOKEN,
     STATE_REDIS_URL,
+    STEADY_WEBHOOK_PATH,
+    WEBHOOK_SECRET,
+    WEBHOOK_SECRET_ENV,
+    WebhookReceiver,
     free_port,
     wait_for,
 )
 
 
 @pytest.fixture(scope="session")
-def config_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """The demo profiles and policy, with test issuers whose keys live in the directory."""
+def webhook_port() -> int:
+    """Where the test webhook receiver listens; chosen before the worker reads its config."""
+    return free_port()
+
+
+@pytest.fixture(scope="session")
+def config_dir(tmp_path_factory: pytest.TempPathFactory, webhook_port: int) -> Path:
+    """The demo profiles and policy, test issuers with keys in the directory, test webhooks."""
     directory = tmp_path_factory.mktemp("config")
     for source in (ROOT / "tests/integration/config").glob("*.yaml"):
         shutil.copy(source, directory)
+    (directory / "webhooks.yaml").write_text(
+        f"""webhooks:
+  - name: test-receiver
+    url: http://127.0.0.1:{webhook_port}{STEADY_WEBHOOK_PATH}
+    secret_env: {WEBHOOK_SECRET_ENV}
+  - name: flaky-receiver
+    url: http://127.0.0.1:{webhook_port}{FLAKY_WEBHOOK_PATH}
+    secret_env: {WEBHOOK_SECRET_ENV}
+    events: [break_glass.used]
+"""
+    )
     for name in ("profiles.yaml", "policy.yaml"):
         shutil.copy(ROOT / "examples/dev" / name, directory)
     issuer = DevIssuer(directory / "keys")
@@ -97,6 +120,7 @@ def process_env(settings: Settings) -> dict[str, str]:
         "JITBROKER_VAULT_TOKEN": settings.vault_token.get_secret_value(),
         "JITBROKER_SWEEP_INTERVAL_SECONDS": str(settings.sweep_interval_seconds),
         "JITBROKER_REVOCATION_REDELIVERY_SECONDS": str(settings.revocation_redelivery_seconds),
+        WEBHOOK_SECRET_ENV: WEBHOOK_SECRET,
     }
 
 
@@ -119,7 +143,7 @@ def logs_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 @pytest.fixture(scope="session")
 def worker(settings: Settings, demo_openbao: VaultClient, logs_dir: Path) -> Iterator[None]:
-    """A real Celery worker process consuming the revocation queue."""
+    """A real Celery worker process consuming the revocation and notification queues."""
     log = (logs_dir / "worker.log").open("wb")
     process = subprocess.Popen(
         [sys.executable, "-m", "jitbroker", "worker", "--concurrency", "2"],
@@ -182,3 +206,14 @@ def pipeline_auth(broker: Broker, dev_issuer: DevIssuer) -> dict[str, str]:
 def other_auth(broker: Broker, dev_issuer: DevIssuer) -> dict[str, str]:
     token = dev_issuer.workload_token(broker.config, "other-pipeline")
     return {"Authorization": f"Bearer {token}"}
+
+
+@pytest.fixture(scope="session")
+def webhook_receiver(webhook_port: int) -> Iterator[WebhookReceiver]:
+    receiver = WebhookReceiver(webhook_port)
+    thread = threading.Thread(target=receiver.serve_forever, daemon=True)
+    thread.start()
+    yield receiver
+    receiver.shutdown()
+    receiver.server_close()
+    thread.join(timeout=5)

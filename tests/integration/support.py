@@ -2,10 +2,14 @@
 
 from __future__ import annotations
 
+import json
 import os
 import socket
+import threading
 import time
 from collections.abc import Callable
+from dataclasses import dataclass
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any, TypeVar
 
@@ -22,6 +26,10 @@ POSTGRES_FOR_OPENBAO = (
     "postgresql://{{username}}:{{password}}@127.0.0.1:5432/postgres?sslmode=disable"
 )
 ROOT_TOKEN = "test-root"
+WEBHOOK_SECRET_ENV = "JITBROKER_TEST_WEBHOOK_SECRET"
+WEBHOOK_SECRET = "integration-webhook-secret"
+STEADY_WEBHOOK_PATH = "/hooks/steady"
+FLAKY_WEBHOOK_PATH = "/hooks/flaky"
 T = TypeVar("T")
 
 
@@ -63,3 +71,62 @@ def role_exists(username: str) -> bool:
     with psycopg.connect(POSTGRES_ADMIN) as conn:
         row = conn.execute("SELECT 1 FROM pg_roles WHERE rolname = %s", (username,)).fetchone()
     return row is not None
+
+
+FLAKY_FAILURES = 2
+
+
+@dataclass(frozen=True)
+class ReceivedPost:
+    path: str
+    headers: dict[str, str]
+    body: bytes
+    status: int
+
+    @property
+    def document(self) -> dict[str, Any]:
+        document: dict[str, Any] = json.loads(self.body)
+        return document
+
+
+class WebhookReceiver(ThreadingHTTPServer):
+    """Records every POST; the flaky path answers 500 to each delivery's first two attempts."""
+
+    def __init__(self, port: int) -> None:
+        super().__init__(("127.0.0.1", port), ReceiverHandler)
+        self._lock = threading.Lock()
+        self._posts: list[ReceivedPost] = []
+
+    def answer(self, path: str, headers: dict[str, str], body: bytes) -> int:
+        delivery = headers.get("x-jitbroker-delivery")
+        with self._lock:
+            earlier = [
+                p
+                for p in self._posts
+                if p.path == path and p.headers.get("x-jitbroker-delivery") == delivery
+            ]
+            failing = path == FLAKY_WEBHOOK_PATH and len(earlier) < FLAKY_FAILURES
+            status = 500 if failing else 200
+            self._posts.append(ReceivedPost(path, headers, body, status))
+        return status
+
+    def posts_about(self, path: str, grant_id: str) -> list[ReceivedPost]:
+        """Every POST to `path` whose notification is about `grant_id`, oldest first."""
+        with self._lock:
+            posts = list(self._posts)
+        return [p for p in posts if p.path == path and p.document["fields"]["grant_id"] == grant_id]
+
+
+class ReceiverHandler(BaseHTTPRequestHandler):
+    server: WebhookReceiver
+
+    def do_POST(self) -> None:
+        body = self.rfile.read(int(self.headers.get("Content-Length", "0")))
+        headers = {name.lower(): value for name, value in self.headers.items()}
+        status = self.server.answer(self.path, headers, body)
+        self.send_response(status)
+        self.send_header("Content-Length", "0")
+        self.end_headers()
+
+    def log_message(self, *args: Any) -> None:
+        """Keep the test output clean; the receiver's record is the log."""

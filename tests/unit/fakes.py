@@ -14,6 +14,7 @@ from jitbroker.errors import VaultUnavailable
 from jitbroker.grants.schemas import GrantRequest
 from jitbroker.identity.dev_issuer import DevIssuer
 from jitbroker.identity.schemas import WorkloadIdentity
+from jitbroker.notifications.queue import InMemoryNotificationQueue
 from jitbroker.revocation.queue import InMemoryRevocationQueue
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -108,6 +109,7 @@ def memory_broker(config_dir: Path) -> tuple[Broker, FakeEngine, InMemoryRevocat
     broker = build_broker(
         settings,
         revocations=queue,
+        notifications=InMemoryNotificationQueue(),
         redis_client=fakeredis.FakeRedis(),
         config=load_config(config_dir),
     )

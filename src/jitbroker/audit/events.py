@@ -20,6 +20,13 @@ EventType = Literal[
     "grant.revoked",
     "grant.expired",
     "grant.revocation_failed",
+    "grant.approved",
+    "grant.approval_vote",
+    "grant.denied",
+    "grant.approval_expired",
+    "grant.approval_lapsed",
+    "grant.break_glass",
+    "grant.break_glass_acknowledged",
 ]
 
 

@@ -11,6 +11,7 @@ from typing import Annotated
 
 import typer
 
+from jitbroker.cli.policy import policy_app
 from jitbroker.config import Settings, load_config
 from jitbroker.errors import ConfigError
 
@@ -19,6 +20,7 @@ config_app = typer.Typer(no_args_is_help=True, help="Validate the configuration 
 dev_app = typer.Typer(no_args_is_help=True, help="Local development helpers.")
 app.add_typer(config_app, name="config")
 app.add_typer(dev_app, name="dev")
+app.add_typer(policy_app, name="policy")
 
 
 def _setup_logging(settings: Settings) -> None:
@@ -64,8 +66,8 @@ def serve(
 def worker(
     concurrency: Annotated[int, typer.Option(help="Worker processes")] = 2,
 ) -> None:
-    """Run a Celery worker for revocations."""
-    from jitbroker.worker import REVOCATION_QUEUE, create_celery
+    """Run a Celery worker for revocations and webhook notifications."""
+    from jitbroker.worker import NOTIFICATION_QUEUE, REVOCATION_QUEUE, create_celery
 
     settings = _settings_or_exit()
     _setup_logging(settings)
@@ -76,7 +78,7 @@ def worker(
             f"--loglevel={settings.log_level.upper()}",
             f"--concurrency={concurrency}",
             "-Q",
-            REVOCATION_QUEUE,
+            f"{REVOCATION_QUEUE},{NOTIFICATION_QUEUE}",
             "--without-gossip",
             "--without-mingle",
         ]

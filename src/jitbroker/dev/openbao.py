@@ -69,15 +69,19 @@ def configure_demo_openbao(
     """Create what the demo profiles need; returns the profiles that are ready to use."""
     mounts = vault.read("sys/mounts").get("data", {})
     ready: list[str] = []
+    by_mount: dict[str, list[ProfileConfig]] = {}
     for profile in config.profiles.values():
         if profile.engine == "database":
             if postgres_url is None:
                 log.warning("profile %s skipped: no PostgreSQL", profile.id)
                 continue
-            _configure_database(vault, profile, postgres_url, mounts)
+            by_mount.setdefault(profile.mount, []).append(profile)
         else:
             _configure_token(vault, profile)
         ready.append(profile.id)
+    for mount, profiles in by_mount.items():
+        assert postgres_url is not None
+        _configure_database(vault, mount, profiles, postgres_url, mounts)
     if "secret/" not in mounts:
         vault.write("sys/mounts/secret", type="kv", options={"version": "2"})
     vault.write("secret/data/demo/greeting", data={"message": "hello from jitbroker"})
@@ -85,28 +89,38 @@ def configure_demo_openbao(
 
 
 def _configure_database(
-    vault: VaultClient, profile: ProfileConfig, postgres_url: str, mounts: dict[str, object]
+    vault: VaultClient,
+    mount: str,
+    profiles: list[ProfileConfig],
+    postgres_url: str,
+    mounts: dict[str, object],
 ) -> None:
-    if f"{profile.mount}/" not in mounts:
-        vault.write(f"sys/mounts/{profile.mount}", type="database")
+    """One connection per mount; one role per scope binding, capped by its largest profile TTL."""
+    if f"{mount}/" not in mounts:
+        vault.write(f"sys/mounts/{mount}", type="database")
+    roles: dict[str, tuple[str, int]] = {}
+    for profile in profiles:
+        for scope in profile.scopes:
+            _, cap = roles.get(scope.role, (scope.name, 0))
+            roles[scope.role] = (scope.name, max(cap, profile.max_ttl_seconds))
     vault.write(
-        f"{profile.mount}/config/{DB_CONNECTION}",
+        f"{mount}/config/{DB_CONNECTION}",
         plugin_name="postgresql-database-plugin",
         connection_url=postgres_url,
         username="postgres",
         password="unused-with-trust-auth",
-        allowed_roles=[s.role for s in profile.scopes],
+        allowed_roles=sorted(roles),
         verify_connection=True,
     )
-    for scope in profile.scopes:
+    for role, (scope_name, cap) in roles.items():
         vault.write(
-            f"{profile.mount}/roles/{scope.role}",
+            f"{mount}/roles/{role}",
             db_name=DB_CONNECTION,
-            creation_statements=[CREATE_USER, *_GRANTS.get(scope.name, _GRANTS["read"])],
+            creation_statements=[CREATE_USER, *_GRANTS.get(scope_name, _GRANTS["read"])],
             revocation_statements=REVOKE_USER,
             renew_statements=["ALTER ROLE \"{{name}}\" VALID UNTIL '{{expiration}}';"],
-            default_ttl=min(INITIAL_LEASE_SECONDS, profile.max_ttl_seconds),
-            max_ttl=profile.max_ttl_seconds,
+            default_ttl=min(INITIAL_LEASE_SECONDS, cap),
+            max_ttl=cap,
         )
 
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Annotated
 
-from fastapi import APIRouter, Header, Response, status
+from fastapi import APIRouter, Header, Query, Response, status
 
 from jitbroker.grants import service
 from jitbroker.grants.schemas import GrantRequest, GrantState, GrantView, IssuedGrantView
@@ -55,9 +55,37 @@ def request_grant(
 
 
 @router.get("/grants/{grant_id}", response_model=GrantView)
-def get_grant(grant_id: str, broker: BrokerDep, workload: WorkloadDep) -> GrantView:
-    """A grant's state; never the secret."""
+def get_grant(
+    grant_id: str,
+    broker: BrokerDep,
+    workload: WorkloadDep,
+    wait: Annotated[float, Query(ge=0, le=300)] = 0,
+) -> GrantView:
+    """A grant's state, never the secret; `wait=N` long-polls while it awaits approval."""
+    if wait > 0:
+        return GrantView.of(
+            service.wait_for_change(broker, workload=workload, grant_id=grant_id, wait_seconds=wait)
+        )
     return GrantView.of(service.get_own_grant(broker, workload=workload, grant_id=grant_id))
+
+
+@router.post("/grants/{grant_id}/issue", response_model=IssuedGrantView)
+def issue_grant(
+    grant_id: str,
+    response: Response,
+    broker: BrokerDep,
+    workload: WorkloadDep,
+    context: ContextDep,
+) -> IssuedGrantView:
+    """Issue an approved grant; the secret is in this response and nowhere else."""
+    outcome = service.issue_approved_grant(
+        broker, workload=workload, grant_id=grant_id, context=context
+    )
+    assert outcome.credential is not None
+    response.headers["Cache-Control"] = "no-store"
+    return IssuedGrantView(
+        **GrantView.of(outcome.grant).model_dump(), credential=outcome.credential.reveal()
+    )
 
 
 @router.post("/grants/{grant_id}/revoke", response_model=GrantView)

@@ -8,7 +8,7 @@ from dataclasses import dataclass
 import redis
 
 from jitbroker.errors import StateUnavailable
-from jitbroker.grants.schemas import GrantRecord
+from jitbroker.grants.schemas import GrantRecord, GrantState
 from jitbroker.records import VersionedStore
 from jitbroker.revocation.ledger import ExpiryLedger
 from jitbroker.tasks.repository import TaskRepository
@@ -21,6 +21,22 @@ end
 redis.call('HSET', KEYS[1], 'fingerprint', ARGV[1], 'grant_id', '')
 redis.call('EXPIRE', KEYS[1], tonumber(ARGV[2]))
 return false
+"""
+
+
+# Compare-and-set a grant, and in the same step keep its expiry-ledger entry and the approver
+# indexes (pending, awaiting break-glass review) in line with its new state.
+REPLACE_GRANT = """
+local version = redis.call('HGET', KEYS[1], 'version')
+if version == false then return -1 end
+if tonumber(version) ~= tonumber(ARGV[1]) then return 0 end
+redis.call('HSET', KEYS[1], 'doc', ARGV[2], 'state', ARGV[3], 'version', tonumber(version) + 1)
+if ARGV[4] ~= '' then redis.call('ZADD', KEYS[2], ARGV[4], ARGV[7]) end
+for i, flag in ipairs({ARGV[5], ARGV[6]}) do
+  if flag == '1' then redis.call('SADD', KEYS[2 + i], ARGV[7])
+  else redis.call('SREM', KEYS[2 + i], ARGV[7]) end
+end
+return 1
 """
 
 
@@ -44,12 +60,53 @@ class GrantRepository:
             client, GrantRecord, key_pattern=f"{prefix}:grant:{{id}}", id_field="grant_id"
         )
         self._claim_key = client.register_script(CLAIM_KEY)
+        self._replace = client.register_script(REPLACE_GRANT)
+        self.pending_key = f"{prefix}:approvals:pending"
+        self.review_key = f"{prefix}:approvals:review"
 
     def get(self, grant_id: str) -> GrantRecord | None:
         return self._store.get(grant_id)
 
-    def replace(self, grant: GrantRecord) -> bool:
-        return self._store.replace(grant)
+    def replace(self, grant: GrantRecord, *, due: float | None = None) -> bool:
+        """Write `grant` if unchanged since read; `due` moves its expiry-ledger entry."""
+        try:
+            result = self._replace(
+                keys=[
+                    self._store.key(grant.grant_id),
+                    self._ledger.key,
+                    self.pending_key,
+                    self.review_key,
+                ],
+                args=[
+                    grant.version,
+                    grant.model_dump_json(exclude={"version"}),
+                    grant.state,
+                    "" if due is None else repr(due),
+                    "1" if grant.state == GrantState.pending_approval else "0",
+                    "1" if grant.awaiting_review else "0",
+                    grant.grant_id,
+                ],
+            )
+        except redis.RedisError as exc:
+            raise StateUnavailable(f"cannot write grant: {type(exc).__name__}") from None
+        if result == 1:
+            grant.version += 1
+            return True
+        return False
+
+    def pending_ids(self) -> list[str]:
+        """Grants waiting for an approver."""
+        return self._members(self.pending_key)
+
+    def review_ids(self) -> list[str]:
+        """Break-glass grants nobody has acknowledged yet."""
+        return self._members(self.review_key)
+
+    def _members(self, key: str) -> list[str]:
+        try:
+            return sorted(_text(m) for m in self._redis.smembers(key))
+        except redis.RedisError as exc:
+            raise StateUnavailable(f"cannot read approvals: {type(exc).__name__}") from None
 
     def create(
         self,
@@ -65,6 +122,10 @@ class GrantRepository:
             pipe.sadd(self._tasks.grants_key(grant.task_id), grant.grant_id)
             if expires_at is not None:
                 self._ledger.schedule(grant.grant_id, expires_at, pipe=pipe)
+            if grant.state == GrantState.pending_approval:
+                pipe.sadd(self.pending_key, grant.grant_id)
+            if grant.awaiting_review:
+                pipe.sadd(self.review_key, grant.grant_id)
             if idempotency is not None:
                 workload, key, ttl = idempotency
                 pipe.hset(self._idempotency_key(workload, key), "grant_id", grant.grant_id)

@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import hashlib
+import json
+from collections.abc import Mapping
 from datetime import datetime
 from enum import StrEnum
 from typing import Any
@@ -9,25 +12,95 @@ from typing import Any
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 from jitbroker.audit.events import AuditEvent, EventType, RequestContext
+from jitbroker.config import ProfileConfig
+from jitbroker.errors import InvalidRequest
 from jitbroker.records import VersionedModel
 
 
 class GrantState(StrEnum):
     pending_approval = "pending_approval"
+    approved = "approved"
     issued = "issued"
     revoking = "revoking"
     revoked = "revoked"
     expired = "expired"
     cancelled = "cancelled"
+    denied = "denied"
+    approval_expired = "approval_expired"
+    approval_lapsed = "approval_lapsed"
 
 
-TERMINAL_STATES = frozenset({GrantState.revoked, GrantState.expired, GrantState.cancelled})
+TERMINAL_STATES = frozenset(
+    {
+        GrantState.revoked,
+        GrantState.expired,
+        GrantState.cancelled,
+        GrantState.denied,
+        GrantState.approval_expired,
+        GrantState.approval_lapsed,
+    }
+)
+AWAITING_STATES = frozenset({GrantState.pending_approval, GrantState.approved})
 
 
 class RevokeReason(StrEnum):
     expired = "expired"
     task_completed = "task_completed"
     revoked_by_workload = "revoked_by_workload"
+
+
+class ApprovalTerms(BaseModel):
+    """What the deciding rule asked for: a quorum from groups, within a deadline."""
+
+    rule: str
+    approvals_required: int
+    approver_groups: list[str]
+    expires_at: datetime
+
+
+class ApprovalVote(BaseModel):
+    """One approver's decision; an approval may narrow the TTL or the scopes, never widen."""
+
+    approver: str
+    email: str | None = None
+    groups: list[str]
+    decision: str
+    comment: str
+    at: datetime
+    ttl_seconds: int | None = None
+    scopes: list[str] | None = None
+    request_digest: str
+
+
+class BreakGlassReview(BaseModel):
+    acknowledged_by: str
+    acknowledged_at: datetime
+    comment: str
+
+
+def request_digest(
+    *,
+    task_id: str,
+    workload: str,
+    profile: str,
+    scopes: list[str],
+    ttl_seconds: int,
+    justification: str,
+) -> str:
+    """SHA-256 of exactly what was asked; an approval is bound to it."""
+    canonical = json.dumps(
+        {
+            "task_id": task_id,
+            "workload": workload,
+            "profile": profile,
+            "scopes": scopes,
+            "ttl_seconds": ttl_seconds,
+            "justification": justification,
+        },
+        sort_keys=True,
+        separators=(",", ":"),
+    )
+    return hashlib.sha256(canonical.encode()).hexdigest()
 
 
 class GrantRecord(VersionedModel):
@@ -54,10 +127,34 @@ class GrantRecord(VersionedModel):
     revoked_at: datetime | None = None
     revocation_attempts: int = 0
     last_revocation_error: str | None = None
+    triggered_by: str | None = None
+    approval: ApprovalTerms | None = None
+    votes: list[ApprovalVote] = Field(default_factory=list)
+    approved_at: datetime | None = None
+    issue_by: datetime | None = None
+    approved_ttl_seconds: int | None = None
+    approved_scopes: list[str] | None = None
+    break_glass: bool = False
+    break_glass_review: BreakGlassReview | None = None
 
     @property
     def is_terminal(self) -> bool:
         return self.state in TERMINAL_STATES
+
+    @property
+    def digest(self) -> str:
+        return request_digest(
+            task_id=self.task_id,
+            workload=self.workload,
+            profile=self.profile,
+            scopes=self.scopes,
+            ttl_seconds=self.requested_ttl_seconds,
+            justification=self.justification,
+        )
+
+    @property
+    def awaiting_review(self) -> bool:
+        return self.break_glass and self.break_glass_review is None
 
     def audit_event(
         self,
@@ -90,6 +187,7 @@ class GrantRequest(BaseModel):
     scopes: list[str] = Field(min_length=1, max_length=16)
     ttl_seconds: int = Field(gt=0)
     justification: str = Field(min_length=1, max_length=1000)
+    break_glass: bool = False
 
     @field_validator("scopes")
     @classmethod
@@ -97,6 +195,31 @@ class GrantRequest(BaseModel):
         if len(set(scopes)) != len(scopes):
             raise ValueError("scopes must not repeat")
         return scopes
+
+    def profile_in(
+        self, profiles: Mapping[str, ProfileConfig], *, enforce_ttl_cap: bool = True
+    ) -> ProfileConfig:
+        """The requested profile, if it exists, offers every scope and (optionally) the TTL."""
+        profile = profiles.get(self.profile)
+        if profile is None:
+            raise InvalidRequest(
+                f"unknown profile {self.profile!r}; known: {sorted(profiles)}",
+                errors=[{"field": "profile", "message": "no such profile"}],
+            )
+        unknown = [s for s in self.scopes if s not in profile.scope_names()]
+        if unknown:
+            raise InvalidRequest(
+                f"profile {profile.id!r} has no scope {', '.join(map(repr, unknown))}; "
+                f"it offers {profile.scope_names()}",
+                errors=[{"field": "scopes", "message": f"unknown scope {s!r}"} for s in unknown],
+            )
+        if enforce_ttl_cap and self.ttl_seconds > profile.max_ttl_seconds:
+            raise InvalidRequest(
+                f"ttl_seconds {self.ttl_seconds} exceeds the profile cap of "
+                f"{profile.max_ttl_seconds}",
+                errors=[{"field": "ttl_seconds", "message": "over the profile cap"}],
+            )
+        return profile
 
 
 class GrantView(BaseModel):
@@ -118,6 +241,14 @@ class GrantView(BaseModel):
     expires_at: datetime | None = None
     revoke_reason: RevokeReason | None = None
     revoked_at: datetime | None = None
+    approval: ApprovalTerms | None = None
+    votes: list[ApprovalVote] = Field(default_factory=list)
+    approved_at: datetime | None = None
+    issue_by: datetime | None = None
+    approved_ttl_seconds: int | None = None
+    approved_scopes: list[str] | None = None
+    break_glass: bool = False
+    break_glass_review: BreakGlassReview | None = None
 
     @classmethod
     def of(cls, record: GrantRecord) -> GrantView:

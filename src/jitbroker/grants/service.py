@@ -6,10 +6,12 @@ import hashlib
 import logging
 import secrets
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import timedelta
 
 from jitbroker import metrics
+from jitbroker.approvals.service import announce_break_glass, announce_pending
 from jitbroker.audit.events import AuditEvent, RequestContext
 from jitbroker.bootstrap import Broker
 from jitbroker.config import ProfileConfig
@@ -22,7 +24,14 @@ from jitbroker.errors import (
     PolicyDenied,
     StateUnavailable,
 )
-from jitbroker.grants.schemas import GrantRecord, GrantRequest, GrantState, RevokeReason
+from jitbroker.grants.schemas import (
+    AWAITING_STATES,
+    ApprovalTerms,
+    GrantRecord,
+    GrantRequest,
+    GrantState,
+    RevokeReason,
+)
 from jitbroker.identity.schemas import WorkloadIdentity
 from jitbroker.policy.schemas import Decision, PolicyInput
 from jitbroker.revocation.service import request_revocation
@@ -30,6 +39,7 @@ from jitbroker.tasks.schemas import TaskRecord, TaskState
 from jitbroker.tasks.service import get_own_task
 
 log = logging.getLogger(__name__)
+LONG_POLL_INTERVAL_SECONDS = 0.2
 
 
 @dataclass(frozen=True)
@@ -56,7 +66,7 @@ def request_grant(
     if task.effective_state(now) != TaskState.active:
         raise Conflict(f"task {task_id} is {task.effective_state(now).value}; open a new task")
     try:
-        profile = _validated_profile(broker, request)
+        profile = request.profile_in(broker.config.profiles)
     except InvalidRequest as exc:
         _audit_rejection(broker, workload, task, request, exc, context)
         raise
@@ -75,14 +85,13 @@ def request_grant(
             if idempotency_key is not None
             else None
         )
-        if decision.effect == "require_approval":
-            # A pending grant dies with its task at the latest.
-            broker.grants.create(
-                grant, expires_at=task.expires_at.timestamp(), idempotency=idempotency
-            )
-            _ensure_task_still_active(broker, grant, context)
+        if decision.effect == "require_approval" and request.break_glass:
+            credential = _break_glass(broker, grant, task, profile, decision, idempotency, context)
+        elif decision.effect == "require_approval":
+            _await_approval(broker, grant, task, decision, idempotency, context)
             return GrantOutcome(grant)
-        credential = _issue(broker, grant, task, profile, idempotency, context)
+        else:
+            credential = _issue_new(broker, grant, task, profile, idempotency, context)
         _ensure_task_still_active(broker, grant, context)
     except BrokerError:
         if idempotency_key is not None:
@@ -103,6 +112,54 @@ def _ensure_task_still_active(broker: Broker, grant: GrantRecord, context: Reque
     raise Conflict(f"task {grant.task_id} was completed while this grant was being issued")
 
 
+def issue_approved_grant(
+    broker: Broker, *, workload: WorkloadIdentity, grant_id: str, context: RequestContext
+) -> GrantOutcome:
+    """Issue an approved grant: the secret leaves once, and its TTL starts now."""
+    grant = get_own_grant(broker, workload=workload, grant_id=grant_id)
+    if grant.state == GrantState.issued:
+        raise Conflict(f"grant {grant_id} was already issued; its secret is not shown again")
+    if grant.state != GrantState.approved:
+        raise Conflict(f"grant {grant_id} is {grant.state.value}, not approved")
+    assert grant.issue_by is not None
+    if broker.clock() >= grant.issue_by:
+        raise Conflict(f"grant {grant_id} was not issued within its window after approval")
+    if any(vote.request_digest != grant.digest for vote in grant.votes):
+        raise Conflict(f"grant {grant_id} no longer matches what was approved")
+    task = get_own_task(broker, workload=workload, task_id=grant.task_id)
+    if task.effective_state(broker.clock()) != TaskState.active:
+        raise Conflict(f"task {task.task_id} is {task.effective_state(broker.clock()).value}")
+    profile = broker.config.profiles.get(grant.profile)
+    if profile is None:
+        raise Conflict(f"profile {grant.profile!r} no longer exists")
+
+    def record(issued: GrantRecord) -> None:
+        assert issued.expires_at is not None
+        if not broker.grants.replace(issued, due=issued.expires_at.timestamp()):
+            raise Conflict(f"grant {grant_id} changed while it was being issued")
+
+    credential = _issue(broker, grant, task, profile, record, context)
+    _ensure_task_still_active(broker, grant, context)
+    return GrantOutcome(grant, credential)
+
+
+def wait_for_change(
+    broker: Broker, *, workload: WorkloadIdentity, grant_id: str, wait_seconds: float
+) -> GrantRecord:
+    """Long poll: the grant as soon as its state moves on, or as it is after `wait_seconds`."""
+    grant = get_own_grant(broker, workload=workload, grant_id=grant_id)
+    deadline = time.monotonic() + min(wait_seconds, broker.settings.long_poll_max_seconds)
+    while grant.state in AWAITING_STATES and time.monotonic() < deadline:
+        time.sleep(LONG_POLL_INTERVAL_SECONDS)
+        current = broker.grants.get(grant_id)
+        if current is None:
+            break
+        if current.state != grant.state:
+            return current
+        grant = current
+    return grant
+
+
 def get_own_grant(broker: Broker, *, workload: WorkloadIdentity, grant_id: str) -> GrantRecord:
     """The grant if it belongs to the caller's workload; otherwise not found."""
     grant = broker.grants.get(grant_id)
@@ -121,29 +178,6 @@ def revoke_own_grant(
     )
     assert grant is not None
     return grant
-
-
-def _validated_profile(broker: Broker, request: GrantRequest) -> ProfileConfig:
-    profile = broker.config.profiles.get(request.profile)
-    if profile is None:
-        raise InvalidRequest(
-            f"unknown profile {request.profile!r}",
-            errors=[{"field": "profile", "message": "no such profile"}],
-        )
-    unknown = [s for s in request.scopes if s not in profile.scope_names()]
-    if unknown:
-        raise InvalidRequest(
-            f"profile {profile.id!r} has no scope {', '.join(map(repr, unknown))}; "
-            f"it offers {profile.scope_names()}",
-            errors=[{"field": "scopes", "message": f"unknown scope {s!r}"} for s in unknown],
-        )
-    if request.ttl_seconds > profile.max_ttl_seconds:
-        raise InvalidRequest(
-            f"ttl_seconds {request.ttl_seconds} exceeds the profile cap of "
-            f"{profile.max_ttl_seconds}",
-            errors=[{"field": "ttl_seconds", "message": "over the profile cap"}],
-        )
-    return profile
 
 
 def _claim_idempotency_key(
@@ -251,10 +285,76 @@ def _new_grant(
         ),
         decision=decision.as_dict(),
         created_at=broker.clock(),
+        triggered_by=workload.triggered_by,
     )
 
 
-def _issue(
+def _await_approval(
+    broker: Broker,
+    grant: GrantRecord,
+    task: TaskRecord,
+    decision: Decision,
+    idempotency: tuple[str, str, int] | None,
+    context: RequestContext,
+) -> None:
+    """Record a pending request that dies unapproved at its approval deadline (or the task's)."""
+    assert decision.approval is not None
+    grant.state = GrantState.pending_approval
+    grant.approval = _terms(broker, decision, task)
+    broker.grants.create(
+        grant, expires_at=grant.approval.expires_at.timestamp(), idempotency=idempotency
+    )
+    _ensure_task_still_active(broker, grant, context)
+    announce_pending(broker, grant)
+
+
+def _break_glass(
+    broker: Broker,
+    grant: GrantRecord,
+    task: TaskRecord,
+    profile: ProfileConfig,
+    decision: Decision,
+    idempotency: tuple[str, str, int] | None,
+    context: RequestContext,
+) -> IssuedCredential:
+    """Issue without waiting, under the rule's break-glass terms, flagged for review."""
+    terms = decision.approval
+    assert terms is not None
+    if not terms.break_glass:
+        raise PolicyDenied(f"rule {decision.rule!r} does not allow break-glass", rule=decision.rule)
+    minimum = broker.settings.break_glass_min_justification
+    if len(grant.justification.strip()) < minimum:
+        raise InvalidRequest(f"break-glass needs a justification of at least {minimum} characters")
+    if grant.requested_ttl_seconds > terms.break_glass_max_ttl_seconds:
+        raise PolicyDenied(
+            f"break-glass under rule {decision.rule!r} allows at most "
+            f"{terms.break_glass_max_ttl_seconds}s",
+            rule=decision.rule,
+        )
+    grant.break_glass = True
+    grant.approval = _terms(broker, decision, task)
+    credential = _issue_new(broker, grant, task, profile, idempotency, context)
+    broker.audit.record(
+        grant.audit_event(
+            "grant.break_glass", outcome="issued", reason=grant.justification, context=context
+        )
+    )
+    announce_break_glass(broker, grant)
+    return credential
+
+
+def _terms(broker: Broker, decision: Decision, task: TaskRecord) -> ApprovalTerms:
+    assert decision.approval is not None
+    deadline = broker.clock() + timedelta(seconds=decision.approval.approval_ttl_seconds)
+    return ApprovalTerms(
+        rule=decision.rule,
+        approvals_required=decision.approval.approvals,
+        approver_groups=list(decision.approval.approver_groups),
+        expires_at=min(deadline, task.expires_at),
+    )
+
+
+def _issue_new(
     broker: Broker,
     grant: GrantRecord,
     task: TaskRecord,
@@ -262,19 +362,39 @@ def _issue(
     idempotency: tuple[str, str, int] | None,
     context: RequestContext,
 ) -> IssuedCredential:
-    """Issue, then record the lease; if recording fails, revoke the lease and answer 503."""
+    def record(issued: GrantRecord) -> None:
+        assert issued.expires_at is not None
+        broker.grants.create(
+            issued, expires_at=issued.expires_at.timestamp(), idempotency=idempotency
+        )
+
+    return _issue(broker, grant, task, profile, record, context)
+
+
+def _issue(
+    broker: Broker,
+    grant: GrantRecord,
+    task: TaskRecord,
+    profile: ProfileConfig,
+    record: Callable[[GrantRecord], None],
+    context: RequestContext,
+) -> IssuedCredential:
+    """Issue, then `record` the lease; if recording fails, revoke the lease and fail."""
     engine = broker.engines[profile.engine]
     started = time.monotonic()
+    scopes = grant.approved_scopes or grant.scopes
+    binding = profile.binding_for(scopes)
     # Measured just before issuing so the lease cannot outlive the task's deadline.
     ttl_seconds = min(
-        grant.requested_ttl_seconds, int((task.expires_at - broker.clock()).total_seconds())
+        grant.approved_ttl_seconds or grant.requested_ttl_seconds,
+        int((task.expires_at - broker.clock()).total_seconds()),
     )
     if ttl_seconds < 1:
         raise Conflict(f"task {task.task_id} ends in less than a second; open a new task")
     try:
         credential = engine.issue(
             profile,
-            profile.binding_for(grant.scopes),
+            binding,
             ttl_seconds=ttl_seconds,
             grant_id=grant.grant_id,
             labels={"task_id": grant.task_id, "workload": grant.workload},
@@ -283,18 +403,20 @@ def _issue(
         _audit_issue_failure(broker, grant, exc, context)
         raise
     issued_at = broker.clock()
+    grant.state = GrantState.issued
+    grant.role = binding.role
     grant.issued_at = issued_at
     grant.expires_at = issued_at + timedelta(seconds=credential.lease_ttl_seconds)
     grant.lease_ref = credential.lease_ref
     grant.lease_ttl_seconds = credential.lease_ttl_seconds
     grant.principal = credential.principal
     try:
-        broker.grants.create(
-            grant, expires_at=grant.expires_at.timestamp(), idempotency=idempotency
-        )
-    except StateUnavailable as exc:
+        record(grant)
+    except (StateUnavailable, Conflict) as exc:
         _roll_back(broker, grant, credential)
         _audit_issue_failure(broker, grant, exc, context)
+        if isinstance(exc, Conflict):
+            raise
         raise StateUnavailable(
             "the credential could not be recorded, so it was revoked; retry shortly"
         ) from None

@@ -53,6 +53,15 @@ def current_workload(principal: PrincipalDep) -> WorkloadIdentity:
     return principal
 
 
+def current_human(principal: PrincipalDep) -> HumanIdentity:
+    if not isinstance(principal, HumanIdentity):
+        raise Forbidden("this endpoint is for people; a workload token was presented")
+    return principal
+
+
+HumanDep = Annotated[HumanIdentity, Depends(current_human)]
+
+
 def verified_context(request: Request, _: PrincipalDep) -> RequestContext:
     """The request context including the verified token's `jti`."""
     context: RequestContext = request.state.context

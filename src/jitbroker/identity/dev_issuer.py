@@ -72,13 +72,23 @@ class DevIssuer:
         key = self.key_path(issuer.name).read_bytes()
         return jwt.encode(claims, key, algorithm="ES256", headers={"kid": _kid(issuer.name)})
 
-    def workload_token(self, config: BrokerConfig, workload_id: str, ttl_seconds: int = 900) -> str:
+    def workload_token(
+        self,
+        config: BrokerConfig,
+        workload_id: str,
+        ttl_seconds: int = 900,
+        extra_claims: dict[str, Any] | None = None,
+    ) -> str:
+        """A token that binds to `workload_id`; `extra_claims` adds e.g. an `actor`."""
         workload = config.workloads[workload_id]
+        claims: dict[str, Any] = {**workload.claims, **(extra_claims or {})}
+        if workload.audience:
+            claims["aud"] = workload.audience
         return self.sign(
             config.issuers[workload.issuer],
             workload.subject,
             ttl_seconds=ttl_seconds,
-            extra_claims=dict(workload.claims),
+            extra_claims=claims,
         )
 
     def human_token(self, config: BrokerConfig, subject: str, ttl_seconds: int = 3600) -> str:

@@ -9,7 +9,8 @@ from datetime import timedelta
 from jitbroker.audit.events import EventType, RequestContext
 from jitbroker.bootstrap import Broker
 from jitbroker.errors import BrokerError, StateUnavailable, VaultUnavailable
-from jitbroker.grants.schemas import GrantRecord, GrantState, RevokeReason
+from jitbroker.grants.schemas import AWAITING_STATES, GrantRecord, GrantState, RevokeReason
+from jitbroker.notifications.service import notify
 
 log = logging.getLogger(__name__)
 
@@ -31,7 +32,8 @@ def request_revocation(
         if grant is None or grant.is_terminal:
             return grant
         now = broker.clock()
-        if grant.state == GrantState.pending_approval:
+        if grant.state in AWAITING_STATES:
+            # Nothing was issued yet: the request simply ends.
             grant.state = GrantState.cancelled
             grant.revoke_reason = reason
             grant.revoked_at = now
@@ -70,8 +72,11 @@ def revoke_grant(broker: Broker, *, grant_id: str) -> GrantRecord | None:
             broker.ledger.remove(grant_id)
             return grant
         now = broker.clock()
-        if grant.state == GrantState.pending_approval:
-            return request_revocation(broker, grant_id=grant_id, reason=RevokeReason.expired)
+        if grant.state in AWAITING_STATES:
+            ended = _end_unissued_request(broker, grant)
+            if ended is None:
+                continue
+            return ended
         if grant.state == GrantState.issued:
             if grant.expires_at is not None and grant.expires_at - now > EARLY_CLAIM_TOLERANCE:
                 # Stale ledger entry: put it back at the real expiry and do nothing now, unless
@@ -88,6 +93,43 @@ def revoke_grant(broker: Broker, *, grant_id: str) -> GrantRecord | None:
                 continue
         return _carry_out(broker, grant)
     raise StateUnavailable(f"grant {grant_id} changed too often to revoke")
+
+
+def _end_unissued_request(broker: Broker, grant: GrantRecord) -> GrantRecord | None:
+    """A request nobody approved in time expires; an approval nobody used in time lapses.
+
+    Returns None when the grant changed underneath and the caller should reload."""
+    now = broker.clock()
+    pending = grant.state == GrantState.pending_approval
+    deadline = (grant.approval.expires_at if grant.approval else now) if pending else grant.issue_by
+    if deadline is not None and deadline - now > EARLY_CLAIM_TOLERANCE:
+        broker.ledger.schedule(grant.grant_id, deadline.timestamp())
+        return grant
+    grant.state = GrantState.approval_expired if pending else GrantState.approval_lapsed
+    grant.revoked_at = now
+    if not broker.grants.replace(grant):
+        return None
+    broker.ledger.remove(grant.grant_id)
+    _audit(
+        broker,
+        "grant.approval_expired" if pending else "grant.approval_lapsed",
+        grant,
+        outcome=grant.state.value,
+    )
+    if pending:
+        notify(
+            broker,
+            event="approval.expired",
+            text=f"nobody decided on grant {grant.grant_id} ({grant.workload} → {grant.profile}) "
+            "in time; it expired",
+            fields={
+                "grant_id": grant.grant_id,
+                "workload": grant.workload,
+                "profile": grant.profile,
+                "task_id": grant.task_id,
+            },
+        )
+    return grant
 
 
 def _carry_out(broker: Broker, grant: GrantRecord) -> GrantRecord:

@@ -2,20 +2,11 @@
 
 from __future__ import annotations
 
-import functools
-
 from celery import shared_task
 
-from jitbroker.bootstrap import Broker, build_broker
-from jitbroker.config import Settings
+from jitbroker.bootstrap import worker_broker
 from jitbroker.errors import StateUnavailable, VaultUnavailable
 from jitbroker.revocation import service
-
-
-@functools.cache
-def worker_broker() -> Broker:
-    """The worker process's Broker, built on first use (after fork, never at import)."""
-    return build_broker(Settings())
 
 
 @shared_task(

@@ -1,0 +1,1 @@
+"""Approvals: people decide on elevated grants (quorum, separation of duties, break-glass)."""

@@ -1,0 +1,1 @@
+"""Notifications: signed webhooks for approvals and break-glass, delivered by Celery workers."""
