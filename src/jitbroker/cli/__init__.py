@@ -11,6 +11,7 @@ from typing import Annotated
 
 import typer
 
+from jitbroker.cli.approvals import approvals_app
 from jitbroker.cli.policy import policy_app
 from jitbroker.config import Settings, load_config
 from jitbroker.errors import ConfigError
@@ -21,6 +22,7 @@ dev_app = typer.Typer(no_args_is_help=True, help="Local development helpers.")
 app.add_typer(config_app, name="config")
 app.add_typer(dev_app, name="dev")
 app.add_typer(policy_app, name="policy")
+app.add_typer(approvals_app, name="approvals")
 
 
 def _setup_logging(settings: Settings) -> None:
