@@ -338,3 +338,45 @@ def test_pending_approved_and_break_glass_are_announced_with_signed_webhooks(
         )
         assert post.document["text"]
     assert "BREAK-GLASS" in glass_posts[0].document["text"]
+
+
+def test_another_run_of_the_workload_cannot_issue_a_grant_it_did_not_request(
+    client: TestClient, broker: Broker, dev_issuer: DevIssuer, human: Any
+) -> None:
+    def run_of(actor: str) -> dict[str, str]:
+        return bearer(
+            dev_issuer.workload_token(broker.config, "demo-pipeline", extra_claims={"actor": actor})
+        )
+
+    grant = pending_grant(client, run_of("bob"))
+    client.post(f"/v1/grants/{grant['grant_id']}/approve", json={}, headers=human("alice"))
+
+    by_approver = client.post(f"/v1/grants/{grant['grant_id']}/issue", headers=run_of("Alice"))
+    by_requester = client.post(f"/v1/grants/{grant['grant_id']}/issue", headers=run_of("bob"))
+
+    assert by_approver.status_code == 403
+    assert "requested by another run" in by_approver.json()["detail"]
+    assert by_requester.status_code == 200
+
+
+def test_break_glass_cannot_override_a_denial_in_the_same_task(
+    client: TestClient, pipeline_auth: dict[str, str], human: Any
+) -> None:
+    grant = pending_grant(client, pipeline_auth)
+    client.post(
+        f"/v1/grants/{grant['grant_id']}/deny", json={"comment": "no"}, headers=human("bob")
+    )
+
+    response = client.post(
+        f"/v1/tasks/{grant['task_id']}/grants",
+        json={
+            **WRITE,
+            "ttl_seconds": 300,
+            "break_glass": True,
+            "justification": "INC-4244: I really want it anyway, please",
+        },
+        headers=pipeline_auth,
+    )
+
+    assert response.status_code == 403
+    assert "cannot override" in response.json()["detail"]

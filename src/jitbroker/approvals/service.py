@@ -9,7 +9,7 @@ from jitbroker.audit.events import RequestContext
 from jitbroker.bootstrap import Broker
 from jitbroker.errors import Conflict, Forbidden, InvalidRequest, NotFound, StateUnavailable
 from jitbroker.grants.schemas import ApprovalVote, BreakGlassReview, GrantRecord, GrantState
-from jitbroker.identity.schemas import HumanIdentity
+from jitbroker.identity.schemas import HumanIdentity, same_person
 from jitbroker.notifications.service import notify
 
 MAX_CAS_ATTEMPTS = 20
@@ -55,9 +55,9 @@ def approve(
     for _ in range(MAX_CAS_ATTEMPTS):
         grant = _open_request(broker, approver, grant_id)
         assert grant.approval is not None
-        if grant.triggered_by and grant.triggered_by in (approver.subject, approver.email):
+        if same_person(grant.triggered_by, subject=approver.subject, email=approver.email):
             raise Forbidden("you triggered this request, so you cannot approve it")
-        if any(v.approver == approver.subject for v in grant.votes):
+        if any(_same_voter(vote, approver) for vote in grant.votes):
             raise Conflict("you have already approved this request")
         if ttl_seconds is not None and ttl_seconds > grant.requested_ttl_seconds:
             raise InvalidRequest(
@@ -163,6 +163,8 @@ def acknowledge_break_glass(
             raise Conflict(f"grant {grant_id} was not issued through break-glass")
         if grant.break_glass_review is not None:
             return grant
+        if same_person(grant.triggered_by, subject=approver.subject, email=approver.email):
+            raise Forbidden("you triggered this break-glass grant, so someone else must review it")
         grant.break_glass_review = BreakGlassReview(
             acknowledged_by=approver.subject, acknowledged_at=broker.clock(), comment=comment
         )
@@ -225,8 +227,8 @@ def _open_request(broker: Broker, approver: HumanIdentity, grant_id: str) -> Gra
         raise Conflict(f"request {grant_id} is {grant.state.value}, not pending approval")
     if broker.clock() >= grant.approval.expires_at:
         raise Conflict(f"request {grant_id} waited longer than its approval window")
-    if any(vote.request_digest != grant.digest for vote in grant.votes):
-        raise Conflict(f"request {grant_id} changed after it was approved")
+    if not grant.digest_intact:
+        raise Conflict(f"request {grant_id} no longer matches what was asked")
     return grant
 
 
@@ -241,6 +243,7 @@ def _vote(
 ) -> ApprovalVote:
     return ApprovalVote(
         approver=approver.subject,
+        issuer=approver.issuer,
         email=approver.email,
         groups=list(approver.groups),
         decision=decision,
@@ -248,7 +251,16 @@ def _vote(
         at=now,
         ttl_seconds=ttl_seconds,
         scopes=scopes,
-        request_digest=grant.digest,
+        request_digest=grant.request_digest,
+    )
+
+
+def _same_voter(vote: ApprovalVote, approver: HumanIdentity) -> bool:
+    """One person, one vote: the same issuer and subject, or the same email anywhere."""
+    if vote.approver == approver.subject and vote.issuer in ("", approver.issuer):
+        return True
+    return bool(
+        vote.email and approver.email and vote.email.casefold() == approver.email.casefold()
     )
 
 

@@ -62,6 +62,7 @@ class ApprovalVote(BaseModel):
     """One approver's decision; an approval may narrow the TTL or the scopes, never widen."""
 
     approver: str
+    issuer: str = ""
     email: str | None = None
     groups: list[str]
     decision: str
@@ -76,31 +77,6 @@ class BreakGlassReview(BaseModel):
     acknowledged_by: str
     acknowledged_at: datetime
     comment: str
-
-
-def request_digest(
-    *,
-    task_id: str,
-    workload: str,
-    profile: str,
-    scopes: list[str],
-    ttl_seconds: int,
-    justification: str,
-) -> str:
-    """SHA-256 of exactly what was asked; an approval is bound to it."""
-    canonical = json.dumps(
-        {
-            "task_id": task_id,
-            "workload": workload,
-            "profile": profile,
-            "scopes": scopes,
-            "ttl_seconds": ttl_seconds,
-            "justification": justification,
-        },
-        sort_keys=True,
-        separators=(",", ":"),
-    )
-    return hashlib.sha256(canonical.encode()).hexdigest()
 
 
 class GrantRecord(VersionedModel):
@@ -128,6 +104,7 @@ class GrantRecord(VersionedModel):
     revocation_attempts: int = 0
     last_revocation_error: str | None = None
     triggered_by: str | None = None
+    request_digest: str = ""
     approval: ApprovalTerms | None = None
     votes: list[ApprovalVote] = Field(default_factory=list)
     approved_at: datetime | None = None
@@ -143,13 +120,34 @@ class GrantRecord(VersionedModel):
 
     @property
     def digest(self) -> str:
-        return request_digest(
-            task_id=self.task_id,
-            workload=self.workload,
-            profile=self.profile,
-            scopes=self.scopes,
-            ttl_seconds=self.requested_ttl_seconds,
-            justification=self.justification,
+        """SHA-256 of exactly what was asked and decided; stored at request time, approvals are
+        bound to it, and a record edited afterwards no longer matches it."""
+        canonical = json.dumps(
+            {
+                "task_id": self.task_id,
+                "workload": self.workload,
+                "triggered_by": self.triggered_by,
+                "profile": self.profile,
+                "engine": self.engine,
+                "role": self.role,
+                "destination": self.destination,
+                "scopes": self.scopes,
+                "ttl_seconds": self.requested_ttl_seconds,
+                "justification": self.justification,
+                "rule": self.decision.get("rule"),
+            },
+            sort_keys=True,
+            separators=(",", ":"),
+        )
+        return hashlib.sha256(canonical.encode()).hexdigest()
+
+    @property
+    def digest_intact(self) -> bool:
+        """The stored digest still matches the record, and every vote was cast on it."""
+        return (
+            bool(self.request_digest)
+            and self.request_digest == self.digest
+            and all(vote.request_digest == self.request_digest for vote in self.votes)
         )
 
     @property

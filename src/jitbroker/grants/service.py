@@ -19,6 +19,7 @@ from jitbroker.engines.base import IssuedCredential
 from jitbroker.errors import (
     BrokerError,
     Conflict,
+    Forbidden,
     InvalidRequest,
     NotFound,
     PolicyDenied,
@@ -32,7 +33,7 @@ from jitbroker.grants.schemas import (
     GrantState,
     RevokeReason,
 )
-from jitbroker.identity.schemas import WorkloadIdentity
+from jitbroker.identity.schemas import WorkloadIdentity, same_person
 from jitbroker.policy.schemas import Decision, PolicyInput
 from jitbroker.revocation.service import request_revocation
 from jitbroker.tasks.schemas import TaskRecord, TaskState
@@ -124,8 +125,13 @@ def issue_approved_grant(
     assert grant.issue_by is not None
     if broker.clock() >= grant.issue_by:
         raise Conflict(f"grant {grant_id} was not issued within its window after approval")
-    if any(vote.request_digest != grant.digest for vote in grant.votes):
+    if not grant.digest_intact:
         raise Conflict(f"grant {grant_id} no longer matches what was approved")
+    caller = workload.triggered_by
+    if grant.triggered_by and (caller or "").casefold() != grant.triggered_by.casefold():
+        raise Forbidden(f"grant {grant_id} was requested by another run; only it may issue")
+    if any(same_person(caller, subject=v.approver, email=v.email) for v in grant.votes):
+        raise Forbidden("an approver of this grant cannot be the one who issues it")
     task = get_own_task(broker, workload=workload, task_id=grant.task_id)
     if task.effective_state(broker.clock()) != TaskState.active:
         raise Conflict(f"task {task.task_id} is {task.effective_state(broker.clock()).value}")
@@ -267,7 +273,7 @@ def _new_grant(
     decision: Decision,
 ) -> GrantRecord:
     binding = profile.binding_for(request.scopes)
-    return GrantRecord(
+    grant = GrantRecord(
         grant_id="grt_" + secrets.token_hex(12),
         task_id=task.task_id,
         workload=workload.workload_id,
@@ -287,6 +293,8 @@ def _new_grant(
         created_at=broker.clock(),
         triggered_by=workload.triggered_by,
     )
+    grant.request_digest = grant.digest
+    return grant
 
 
 def _await_approval(
@@ -331,6 +339,12 @@ def _break_glass(
             f"{terms.break_glass_max_ttl_seconds}s",
             rule=decision.rule,
         )
+    if _denied_in_task(broker, grant):
+        raise PolicyDenied(
+            f"an approver denied {grant.profile!r} in task {grant.task_id}; break-glass cannot "
+            "override that decision",
+            rule=decision.rule,
+        )
     grant.break_glass = True
     grant.approval = _terms(broker, decision, task)
     credential = _issue_new(broker, grant, task, profile, idempotency, context)
@@ -341,6 +355,14 @@ def _break_glass(
     )
     announce_break_glass(broker, grant)
     return credential
+
+
+def _denied_in_task(broker: Broker, grant: GrantRecord) -> bool:
+    for grant_id in broker.tasks.grant_ids(grant.task_id):
+        other = broker.grants.get(grant_id)
+        if other and other.profile == grant.profile and other.state == GrantState.denied:
+            return True
+    return False
 
 
 def _terms(broker: Broker, decision: Decision, task: TaskRecord) -> ApprovalTerms:
@@ -428,7 +450,8 @@ def _issue(
             outcome="issued",
             context=context,
             details={
-                "scopes": grant.scopes,
+                "scopes": grant.approved_scopes or grant.scopes,
+                "requested_scopes": grant.scopes,
                 "role": grant.role,
                 "lease_ttl_seconds": credential.lease_ttl_seconds,
                 "principal": credential.principal,

@@ -18,8 +18,12 @@ class WorkloadIdentity:
 
     @property
     def triggered_by(self) -> str | None:
-        value = self.claims.get("actor") or self.claims.get("triggered_by")
-        return str(value) if value else None
+        """The person behind this run, from the claims CI systems use for it."""
+        for claim in ACTOR_CLAIMS:
+            value = self.claims.get(claim)
+            if isinstance(value, str) and value:
+                return value
+        return None
 
 
 @dataclass(frozen=True)
@@ -34,3 +38,17 @@ class HumanIdentity:
 
 
 Principal = WorkloadIdentity | HumanIdentity
+
+# GitHub puts the login in `actor`, GitLab in `user_login`/`user_email`; ours is `triggered_by`.
+ACTOR_CLAIMS = ("actor", "triggered_by", "user_login", "user_email")
+
+
+def same_person(actor: str | None, *, subject: str, email: str | None) -> bool:
+    """Whether a run's actor names this person (case-insensitive; a login matches an email's
+    local part). Errs towards "same": a false match only refuses an approval."""
+    if not actor:
+        return False
+    names = {subject.casefold()}
+    if email:
+        names |= {email.casefold(), email.split("@", 1)[0].casefold()}
+    return actor.casefold() in names or actor.split("@", 1)[0].casefold() in names

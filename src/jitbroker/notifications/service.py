@@ -34,6 +34,11 @@ def subscribed_webhooks(broker: Broker, event: NotificationEvent) -> list[Webhoo
     ]
 
 
+def slack_escape(text: str) -> str:
+    """Neutralise Slack markup in text that quotes requesters (no fake links, no @channel)."""
+    return text.replace("&", "&amp;").replace("<", "&lt;").replace(">", "&gt;")
+
+
 def notify(
     broker: Broker, *, event: NotificationEvent, text: str, fields: dict[str, Any]
 ) -> list[str]:
@@ -42,7 +47,9 @@ def notify(
     if not webhooks:
         return []
     try:
-        notification = Notification(event=event, time=broker.clock(), text=text, fields=fields)
+        notification = Notification(
+            event=event, time=broker.clock(), text=slack_escape(text), fields=fields
+        )
         _repository(broker).save(notification)
     except Exception:  # noqa: BLE001 - a lost notification must never block a decision
         log.exception("%s notification not stored; no webhook will get it", event)
