@@ -4,7 +4,7 @@ VENV ?= .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: install run test test-unit test-integration lint format bench clean
+.PHONY: install run test test-unit test-integration test-e2e lint format bench clean
 
 install: $(STAMP)
 
@@ -26,6 +26,9 @@ test-unit: install
 
 test-integration: install
 	$(BIN)/python -m pytest tests/integration
+
+test-e2e: install
+	$(BIN)/python -m pytest tests/e2e
 
 lint: install
 	$(BIN)/ruff check src tests

@@ -20,6 +20,7 @@ from jitbroker.config import Settings
 from jitbroker.errors import PROBLEM_BASE, BrokerError
 from jitbroker.identity import dev_endpoints
 from jitbroker.metrics import BrokerStateCollector
+from jitbroker.ui.endpoints import router as ui_router
 
 log = logging.getLogger(__name__)
 PROBLEM_JSON = "application/problem+json"
@@ -48,6 +49,7 @@ def create_app(settings: Settings | None = None, *, broker: Broker | None = None
     app.state.broker = broker
     app.include_router(v1)
     app.include_router(health.router)
+    app.include_router(ui_router)
     if broker.settings.dev_issuer_dir is not None:
         app.include_router(dev_endpoints.router)
     _install_problem_handlers(app)

@@ -1,4 +1,5 @@
-"""Real OpenBao (dev server from the `bao` binary), Redis, PostgreSQL and a Celery worker."""
+"""Fixtures for the real stack: OpenBao dev server, Redis, PostgreSQL, a Celery worker and the
+scheduler. One copy per pytest session, shared by tests/integration and tests/e2e."""
 
 from __future__ import annotations
 

@@ -1,0 +1,1 @@
+"""The approver web page: server-rendered HTML forms over the approvals service."""
