@@ -183,6 +183,8 @@ def _print_welcome(ready: list[str], postgres: bool) -> None:
         "jitbroker dev stack is up: API http://127.0.0.1:8400 (docs at /docs), OpenBao "
         f"http://{VAULT_ADDR} (root token {DEV_ROOT_TOKEN}), worker and scheduler running.",
         f"Profiles ready: {', '.join(ready)}.",
+        "Approver page: http://127.0.0.1:8400/ui/dev/sign-in (sign in as alice or bob); CLI: "
+        f"{jb} approvals list --as alice",
     ]
     if not postgres:
         lines.append(
