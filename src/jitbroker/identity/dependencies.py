@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Annotated
 
 from fastapi import Depends, Request
@@ -30,10 +31,18 @@ def request_context(request: Request) -> RequestContext:
 
 def authenticated_principal(request: Request, broker: BrokerDep) -> Principal:
     """Verify the bearer token; every failure is audited and answered 401 with a reason."""
+    return verify_presented_token(
+        request, broker, lambda: _bearer_token(request.headers.get("authorization"))
+    )
+
+
+def verify_presented_token(
+    request: Request, broker: Broker, presented: Callable[[], str]
+) -> Principal:
+    """Verify the token `presented()` returns; audit any failure; remember the token's `jti`."""
     context = request_context(request)
     try:
-        token = _bearer_token(request.headers.get("authorization"))
-        principal = broker.verifier.verify(token)
+        principal = broker.verifier.verify(presented())
     except Unauthenticated as exc:
         metrics.AUTH_FAILURES.inc()
         broker.audit.record(

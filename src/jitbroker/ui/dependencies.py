@@ -9,11 +9,10 @@ from typing import Annotated
 
 from fastapi import Depends, Form, Request
 
-from jitbroker import metrics
-from jitbroker.audit.events import AuditEvent, RequestContext
+from jitbroker.audit.events import RequestContext
 from jitbroker.bootstrap import Broker
 from jitbroker.errors import Forbidden, Unauthenticated
-from jitbroker.identity.dependencies import BrokerDep, request_context
+from jitbroker.identity.dependencies import BrokerDep, verify_presented_token
 from jitbroker.identity.schemas import HumanIdentity
 
 CSRF_COOKIE = "jb_csrf"
@@ -30,19 +29,9 @@ def dev_mode(broker: Broker) -> bool:
 
 def signed_in_approver(request: Request, broker: BrokerDep) -> HumanIdentity:
     """The person behind the proxy's bearer token or, in dev mode only, the dev session cookie."""
-    token = _presented_token(request, broker)
-    context = request_context(request)
-    try:
-        principal = broker.verifier.verify(token)
-    except Unauthenticated as exc:
-        metrics.AUTH_FAILURES.inc()
-        broker.audit.record(
-            AuditEvent(type="auth.failed", outcome="rejected", reason=exc.detail, context=context)
-        )
-        raise
+    principal = verify_presented_token(request, broker, lambda: _presented_token(request, broker))
     if not isinstance(principal, HumanIdentity):
         raise Forbidden("the approver page is for people; a workload token was presented")
-    request.state.context = context.model_copy(update={"jti": principal.jti})
     return principal
 
 
