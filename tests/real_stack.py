@@ -19,7 +19,11 @@ from pydantic import SecretStr
 from jitbroker.app import create_app
 from jitbroker.bootstrap import Broker, build_broker
 from jitbroker.config import Settings, load_config
-from jitbroker.dev.openbao import configure_demo_openbao, prepare_demo_database
+from jitbroker.dev.openbao import (
+    DEMO_MONITOR_DSN_ENV,
+    configure_demo_openbao,
+    prepare_demo_database,
+)
 from jitbroker.dev.stack import bao_binary
 from jitbroker.identity.dev_issuer import DevIssuer
 from jitbroker.vault import VaultClient
@@ -107,6 +111,7 @@ def settings(config_dir: Path, openbao_addr: str) -> Settings:
         revocation_redelivery_seconds=5,
         complete_wait_seconds=20,
         audit_stdout=False,
+        signing_key_file=config_dir / "keys" / "broker-signing-key.pem",
     )
 
 
@@ -122,6 +127,8 @@ def process_env(settings: Settings) -> dict[str, str]:
         "JITBROKER_SWEEP_INTERVAL_SECONDS": str(settings.sweep_interval_seconds),
         "JITBROKER_REVOCATION_REDELIVERY_SECONDS": str(settings.revocation_redelivery_seconds),
         WEBHOOK_SECRET_ENV: WEBHOOK_SECRET,
+        "JITBROKER_SIGNING_KEY_FILE": str(settings.signing_key_file),
+        DEMO_MONITOR_DSN_ENV: POSTGRES_ADMIN,
     }
 
 

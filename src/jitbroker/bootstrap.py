@@ -22,6 +22,9 @@ from jitbroker.notifications.queue import CeleryNotificationQueue, NotificationQ
 from jitbroker.policy.engine import PolicyEngine
 from jitbroker.revocation.ledger import ExpiryLedger
 from jitbroker.revocation.queue import CeleryRevocationQueue, RevocationQueue
+from jitbroker.revocation.repository import ReceiptRepository
+from jitbroker.routes.repository import RouteRepository
+from jitbroker.signing import BrokerSigningKey
 from jitbroker.tasks.repository import TaskRepository
 from jitbroker.vault import VaultClient
 from jitbroker.worker import create_celery
@@ -47,6 +50,9 @@ class Broker:
     grants: GrantRepository
     ledger: ExpiryLedger
     revocation_stats: RevocationStats
+    signing_key: BrokerSigningKey
+    routes: RouteRepository
+    receipts: ReceiptRepository
     revocations: RevocationQueue
     notifications: NotificationQueue
     clock: Callable[[], datetime] = field(default=utc_now)
@@ -94,6 +100,9 @@ def build_broker(
         grants=GrantRepository(client, prefix, tasks=tasks, ledger=ledger),
         ledger=ledger,
         revocation_stats=RevocationStats(client, f"{prefix}:stats:revocations"),
+        signing_key=BrokerSigningKey.load_or_create(settings.signing_key_file),
+        routes=RouteRepository(client, prefix),
+        receipts=ReceiptRepository(client, prefix),
         revocations=revocations,
         notifications=notifications,
     )

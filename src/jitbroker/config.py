@@ -56,6 +56,7 @@ class Settings(BaseSettings):
     listen_host: str = "127.0.0.1"
     listen_port: int = 8400
     dev_issuer_dir: Path | None = None
+    signing_key_file: Path = Path(".dev/broker-signing-key.pem")
     default_task_ttl_seconds: int = Field(default=3600, gt=0)
     max_task_ttl_seconds: int = Field(default=86400, gt=0)
     complete_wait_seconds: float = Field(default=30.0, gt=0)
@@ -67,6 +68,7 @@ class Settings(BaseSettings):
     approval_issue_window_seconds: int = Field(default=600, gt=0)
     long_poll_max_seconds: int = Field(default=60, gt=0)
     break_glass_min_justification: int = Field(default=20, ge=1)
+    admin_groups: list[str] = Field(default_factory=lambda: ["platform-admins"])
     audit_stdout: bool = True
     log_level: str = "INFO"
 
@@ -151,8 +153,10 @@ class ProfileConfig(BaseModel):
     engine: Literal["database", "token"]
     mount: str = Field(min_length=1)
     destination: str = Field(min_length=1)
+    destinations: list[str] = Field(default_factory=list)
     max_ttl_seconds: int = Field(gt=0, le=7 * 86400)
     scopes: list[ScopeBinding] = Field(min_length=1)
+    monitor_dsn_env: str | None = Field(default=None, pattern=r"^[A-Z_][A-Z0-9_]*$")
     description: str = ""
 
     @field_validator("id")
@@ -174,6 +178,10 @@ class ProfileConfig(BaseModel):
 
     def scope_names(self) -> list[str]:
         return [s.name for s in self.scopes]
+
+    def route_patterns(self) -> list[str]:
+        """Where a grant of this profile may go (fnmatch patterns); `destination` by default."""
+        return self.destinations or [self.destination]
 
     def binding_for(self, scopes: list[str]) -> ScopeBinding:
         """The most privileged of the requested scopes (profile order is least to most)."""

@@ -65,6 +65,11 @@ class PolicyDenied(Forbidden):
     slug = "policy-denied"
 
 
+class WorkloadSuspended(Forbidden):
+    title = "Workload suspended"
+    slug = "workload-suspended"
+
+
 class NotFound(BrokerError):
     status = 404
     title = "Not found"
@@ -113,6 +118,13 @@ class VaultLeaseGone(VaultRejected):
 
     title = "Lease not found"
     slug = "lease-not-found"
+
+
+class DownstreamUnverified(ServiceUnavailable):
+    """The downstream system could not be asked, or still shows the credential: retry."""
+
+    title = "Revocation not yet verified"
+    slug = "revocation-unverified"
 
 
 class StateUnavailable(ServiceUnavailable):

@@ -114,7 +114,9 @@ class WebhookReceiver(ThreadingHTTPServer):
         """Every POST to `path` whose notification is about `grant_id`, oldest first."""
         with self._lock:
             posts = list(self._posts)
-        return [p for p in posts if p.path == path and p.document["fields"]["grant_id"] == grant_id]
+        return [
+            p for p in posts if p.path == path and p.document["fields"].get("grant_id") == grant_id
+        ]
 
 
 class ReceiverHandler(BaseHTTPRequestHandler):

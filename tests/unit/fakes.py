@@ -37,6 +37,7 @@ workloads:
   - {id: other-pipeline, issuer: test-workloads, subject: other-pipeline}
 dev_humans:
   - {subject: alice, groups: [dba], issuer: test-humans}
+  - {subject: root-admin, groups: [platform-admins], issuer: test-humans}
 """
 
 
@@ -104,6 +105,7 @@ def memory_broker(config_dir: Path) -> tuple[Broker, FakeEngine, InMemoryRevocat
         vault_addr="http://127.0.0.1:9",
         vault_token=SecretStr("unused"),
         audit_stdout=False,
+        signing_key_file=config_dir / "keys" / "broker-signing-key.pem",
     )
     queue = InMemoryRevocationQueue()
     broker = build_broker(

@@ -27,6 +27,10 @@ EventType = Literal[
     "grant.approval_lapsed",
     "grant.break_glass",
     "grant.break_glass_acknowledged",
+    "workload.suspended",
+    "workload.resumed",
+    "workload.removed",
+    "incident.revoke",
 ]
 
 

@@ -13,6 +13,7 @@ import typer
 
 from jitbroker.cli.approvals import approvals_app
 from jitbroker.cli.policy import policy_app
+from jitbroker.cli.receipts import receipt_app
 from jitbroker.config import Settings, load_config
 from jitbroker.errors import ConfigError
 
@@ -23,6 +24,7 @@ app.add_typer(config_app, name="config")
 app.add_typer(dev_app, name="dev")
 app.add_typer(policy_app, name="policy")
 app.add_typer(approvals_app, name="approvals")
+app.add_typer(receipt_app, name="receipt")
 
 
 def _setup_logging(settings: Settings) -> None:

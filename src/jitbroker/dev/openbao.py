@@ -10,6 +10,8 @@ from jitbroker.vault import VaultClient
 log = logging.getLogger(__name__)
 
 DEMO_SCHEMA = "jitbroker_demo"
+# The demo profile's `monitor_dsn_env`: the connection revocation proofs look through.
+DEMO_MONITOR_DSN_ENV = "JITBROKER_DEMO_PG_MONITOR_DSN"
 DB_CONNECTION = "demo-postgres"
 
 _GRANTS = {

@@ -14,7 +14,11 @@ import httpx
 import redis
 
 from jitbroker.config import Settings, load_config
-from jitbroker.dev.openbao import configure_demo_openbao, prepare_demo_database
+from jitbroker.dev.openbao import (
+    DEMO_MONITOR_DSN_ENV,
+    configure_demo_openbao,
+    prepare_demo_database,
+)
 from jitbroker.identity.dev_issuer import DevIssuer
 from jitbroker.vault import VaultClient
 
@@ -79,6 +83,8 @@ def run_stack() -> int:
         "JITBROKER_REDIS_URL": REDIS_URL,
         "JITBROKER_VAULT_ADDR": f"http://{VAULT_ADDR}",
         "JITBROKER_VAULT_TOKEN": DEV_ROOT_TOKEN,
+        "JITBROKER_SIGNING_KEY_FILE": str(state / "broker-signing-key.pem"),
+        DEMO_MONITOR_DSN_ENV: POSTGRES_ADMIN,
     }
     os.environ.update(env)
     settings = Settings()

@@ -47,6 +47,10 @@ class RevokeReason(StrEnum):
     expired = "expired"
     task_completed = "task_completed"
     revoked_by_workload = "revoked_by_workload"
+    workload_suspended = "workload_suspended"
+    workload_removed = "workload_removed"
+    incident_revoke = "incident_revoke"
+    issue_failed = "issue_failed"
 
 
 class ApprovalTerms(BaseModel):

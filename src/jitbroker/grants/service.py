@@ -36,8 +36,10 @@ from jitbroker.grants.schemas import (
 from jitbroker.identity.schemas import WorkloadIdentity, same_person
 from jitbroker.policy.schemas import Decision, PolicyInput
 from jitbroker.revocation.service import request_revocation
+from jitbroker.routes.service import open_route
 from jitbroker.tasks.schemas import TaskRecord, TaskState
 from jitbroker.tasks.service import get_own_task
+from jitbroker.workloads.service import ensure_workload_active
 
 log = logging.getLogger(__name__)
 LONG_POLL_INTERVAL_SECONDS = 0.2
@@ -62,6 +64,7 @@ def request_grant(
     context: RequestContext,
 ) -> GrantOutcome:
     """Decide on a grant request and, when allowed, issue its credential exactly once."""
+    ensure_workload_active(broker, workload_id=workload.workload_id)
     task = get_own_task(broker, workload=workload, task_id=task_id)
     now = broker.clock()
     if task.effective_state(now) != TaskState.active:
@@ -117,6 +120,7 @@ def issue_approved_grant(
     broker: Broker, *, workload: WorkloadIdentity, grant_id: str, context: RequestContext
 ) -> GrantOutcome:
     """Issue an approved grant: the secret leaves once, and its TTL starts now."""
+    ensure_workload_active(broker, workload_id=workload.workload_id)
     grant = get_own_grant(broker, workload=workload, grant_id=grant_id)
     if grant.state == GrantState.issued:
         raise Conflict(f"grant {grant_id} was already issued; its secret is not shown again")
@@ -441,6 +445,17 @@ def _issue(
             raise
         raise StateUnavailable(
             "the credential could not be recorded, so it was revoked; retry shortly"
+        ) from None
+    try:
+        open_route(broker, grant=grant, credential=credential)
+    except StateUnavailable as exc:
+        # Recorded but unreachable through gateways: take it back rather than hand it out.
+        request_revocation(
+            broker, grant_id=grant.grant_id, reason=RevokeReason.issue_failed, context=context
+        )
+        _audit_issue_failure(broker, grant, exc, context)
+        raise StateUnavailable(
+            "the downstream route could not be opened, so the credential was revoked"
         ) from None
     metrics.GRANTS_ISSUED.labels(profile.id).inc()
     metrics.ISSUANCE_SECONDS.labels(profile.id).observe(time.monotonic() - started)

@@ -15,6 +15,7 @@ NotificationEvent = Literal[
     "approval.expired",
     "break_glass.used",
     "break_glass.acknowledged",
+    "incident.revoke",
 ]
 ALL_EVENTS = "*"
 

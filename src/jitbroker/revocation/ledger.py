@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable
+import functools
+from collections.abc import Callable, Iterator
 from typing import TypeVar
 
 import redis
@@ -52,6 +53,25 @@ class ExpiryLedger:
             lambda: self._claim(keys=[self.key], args=[now, limit, now + redelivery_seconds])
         )
         return [m.decode() if isinstance(m, bytes) else str(m) for m in members]
+
+    def members(self, *, chunk: int = 500) -> Iterator[str]:
+        """Every grant id on the ledger (that is, every live grant), each once, read in chunks."""
+        # ZSCAN rather than ZRANGE by index or score: entries leave (revoked) and move (claimed)
+        # while we read, which shifts ranks and scores, but an entry on the ledger for the whole
+        # scan is always returned.
+        seen: set[str] = set()
+        cursor: int = 0
+        while True:
+            cursor, batch = self._call(
+                functools.partial(self._redis.zscan, self.key, cursor, count=chunk)
+            )
+            for member, _ in batch:
+                grant_id = member.decode() if isinstance(member, bytes) else str(member)
+                if grant_id not in seen:
+                    seen.add(grant_id)
+                    yield grant_id
+            if cursor == 0:
+                return
 
     def size(self) -> int:
         return int(self._call(lambda: self._redis.zcard(self.key)))

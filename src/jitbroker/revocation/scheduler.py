@@ -12,8 +12,12 @@ import redis
 from jitbroker.bootstrap import Broker
 from jitbroker.errors import BrokerError
 from jitbroker.revocation.service import sweep_expired
+from jitbroker.workloads.service import revoke_grants_of_inactive_workloads
 
 log = logging.getLogger(__name__)
+
+# How often the active scheduler revokes grants of workloads removed from the config or suspended.
+INACTIVE_WORKLOAD_CHECK_SECONDS = 60.0
 
 # Extend the lock only if we still hold it.
 RENEW_LOCK = """
@@ -51,6 +55,7 @@ def run_scheduler(broker: Broker, stop: threading.Event) -> None:
     interval = broker.settings.sweep_interval_seconds
     lock = SchedulerLock(broker.redis, f"{prefix}:scheduler:lock", ttl_seconds=max(5 * interval, 2))
     active = False
+    next_workload_check = 0.0
     while not stop.is_set():
         try:
             holding = lock.hold()
@@ -61,6 +66,11 @@ def run_scheduler(broker: Broker, stop: threading.Event) -> None:
                 claimed = sweep_expired(broker)
                 if claimed:
                     log.info("enqueued revocation of %d due grant(s)", len(claimed))
+                if time.monotonic() >= next_workload_check:
+                    next_workload_check = time.monotonic() + INACTIVE_WORKLOAD_CHECK_SECONDS
+                    revoked = revoke_grants_of_inactive_workloads(broker)
+                    if revoked.matched:
+                        log.info("revoked %d grant(s) of inactive workloads", revoked.matched)
                 broker.redis.set(f"{prefix}:scheduler:last_success", f"{time.time():.3f}")
         except (redis.RedisError, BrokerError) as exc:
             log.warning("sweep failed, retrying: %s", exc)

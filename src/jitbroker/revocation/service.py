@@ -8,9 +8,12 @@ from datetime import timedelta
 
 from jitbroker.audit.events import EventType, RequestContext
 from jitbroker.bootstrap import Broker
-from jitbroker.errors import BrokerError, StateUnavailable, VaultUnavailable
+from jitbroker.errors import BrokerError, DownstreamUnverified, NotFound, StateUnavailable
 from jitbroker.grants.schemas import AWAITING_STATES, GrantRecord, GrantState, RevokeReason
+from jitbroker.identity.schemas import WorkloadIdentity
 from jitbroker.notifications.service import notify
+from jitbroker.revocation.receipts import ReceiptCheck, RevocationReceipt, TaskReceipts
+from jitbroker.revocation.verification import verify_revoked
 
 log = logging.getLogger(__name__)
 
@@ -43,6 +46,8 @@ def request_revocation(
                 return grant
             continue
         if grant.state == GrantState.issued:
+            # Gateways deny from this moment on, before OpenBao is even asked.
+            broker.routes.close(grant_id)
             grant.state = GrantState.revoking
             grant.revoke_reason = reason
             grant.revocation_requested_at = now
@@ -133,13 +138,17 @@ def _end_unissued_request(broker: Broker, grant: GrantRecord) -> GrantRecord | N
 
 
 def _carry_out(broker: Broker, grant: GrantRecord) -> GrantRecord:
+    """Close the route, revoke the lease, look everywhere the credential lived, sign a receipt."""
     assert grant.lease_ref is not None
     engine = broker.engines[grant.engine]
     started = time.monotonic()
     try:
+        broker.routes.close(grant.grant_id)
         engine.revoke(grant.lease_ref)
-        if not engine.is_revoked(grant.lease_ref):
-            raise VaultUnavailable("OpenBao still lists the lease after revoking it")
+        checks = verify_revoked(broker, grant)
+        failed = [c.name for c in checks if c.status == "failed"]
+        if failed:
+            raise DownstreamUnverified(f"still live after revoking: {', '.join(failed)}")
     except BrokerError as exc:
         _note_failure(broker, grant, exc)
         raise
@@ -161,14 +170,47 @@ def _carry_out(broker: Broker, grant: GrantRecord) -> GrantRecord:
     broker.ledger.remove(grant.grant_id)
     elapsed = time.monotonic() - started
     broker.revocation_stats.record_revoked(grant.profile, final.value, elapsed)
+    receipt = _signed_receipt(broker, grant, checks, elapsed)
     _audit(
         broker,
         "grant.expired" if final == GrantState.expired else "grant.revoked",
         grant,
         outcome=final.value,
-        details={"verified": "lease absent in OpenBao", "revocation_seconds": round(elapsed, 4)},
+        details={
+            "checks": {c.name: c.status for c in checks},
+            "revocation_seconds": round(elapsed, 4),
+            "receipt_signature": receipt.signature,
+        },
     )
     return grant
+
+
+def _signed_receipt(
+    broker: Broker, grant: GrantRecord, checks: list[ReceiptCheck], elapsed: float
+) -> RevocationReceipt:
+    assert grant.revoked_at is not None
+    profile = broker.config.profiles.get(grant.profile)
+    receipt = RevocationReceipt(
+        grant_id=grant.grant_id,
+        task_id=grant.task_id,
+        workload=grant.workload,
+        profile=grant.profile,
+        engine=grant.engine,
+        principal=grant.principal,
+        destinations=profile.route_patterns() if profile else [grant.destination],
+        reason=(grant.revoke_reason or RevokeReason.expired).value,
+        requested_at=grant.revocation_requested_at,
+        revoked_at=grant.revoked_at,
+        duration_ms=round(elapsed * 1000),
+        checks=checks,
+        key_id=broker.signing_key.key_id,
+    ).signed_with(broker.signing_key)
+    try:
+        broker.receipts.save(receipt)
+    except BrokerError as exc:
+        # The revocation itself is done and audited; a missing receipt is reported, not retried.
+        log.error("receipt for %s not stored: %s", grant.grant_id, exc.detail)
+    return receipt
 
 
 def _note_failure(broker: Broker, grant: GrantRecord, exc: BrokerError) -> None:
@@ -212,4 +254,23 @@ def _audit(
             reason=reason or (grant.revoke_reason.value if grant.revoke_reason else None),
             details=details,
         )
+    )
+
+
+def task_receipts(broker: Broker, *, workload: WorkloadIdentity, task_id: str) -> TaskReceipts:
+    """The receipts of the caller's task, and which grants have none yet."""
+    task = broker.tasks.get(task_id)
+    if task is None or task.workload != workload.workload_id:
+        raise NotFound(f"no task {task_id} for this workload")
+    receipts: list[RevocationReceipt] = []
+    pending: list[str] = []
+    for grant_id in broker.tasks.grant_ids(task_id):
+        grant = broker.grants.get(grant_id)
+        receipt = broker.receipts.get(grant_id)
+        if receipt is not None:
+            receipts.append(receipt)
+        elif grant is not None and grant.lease_ref is not None:
+            pending.append(grant_id)
+    return TaskReceipts(
+        task_id=task_id, key_id=broker.signing_key.key_id, receipts=receipts, pending=pending
     )

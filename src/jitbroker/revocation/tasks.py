@@ -5,7 +5,7 @@ from __future__ import annotations
 from celery import shared_task
 
 from jitbroker.bootstrap import worker_broker
-from jitbroker.errors import StateUnavailable, VaultUnavailable
+from jitbroker.errors import DownstreamUnverified, StateUnavailable, VaultUnavailable
 from jitbroker.revocation import service
 
 
@@ -13,7 +13,7 @@ from jitbroker.revocation import service
     name="revocation.revoke_grant",
     acks_late=True,
     reject_on_worker_lost=True,
-    autoretry_for=(VaultUnavailable, StateUnavailable),
+    autoretry_for=(VaultUnavailable, StateUnavailable, DownstreamUnverified),
     retry_backoff=1,
     retry_backoff_max=16,
     retry_jitter=True,

@@ -9,6 +9,7 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from jitbroker.grants.schemas import GrantView, RevocationView
 from jitbroker.records import VersionedModel
+from jitbroker.revocation.receipts import RevocationReceipt
 
 
 class TaskState(StrEnum):
@@ -68,3 +69,4 @@ class CompletionView(BaseModel):
     task_id: str
     state: str
     revocations: list[RevocationView]
+    receipts: list[RevocationReceipt] = Field(default_factory=list)

@@ -14,6 +14,7 @@ from jitbroker.grants.schemas import GrantRecord, GrantView, RevocationView, Rev
 from jitbroker.identity.schemas import WorkloadIdentity
 from jitbroker.revocation.service import request_revocation
 from jitbroker.tasks.schemas import CompletionView, TaskRecord, TaskState, TaskView
+from jitbroker.workloads.service import ensure_workload_active
 
 log = logging.getLogger(__name__)
 POLL_INTERVAL_SECONDS = 0.05
@@ -28,6 +29,7 @@ def open_task(
     context: RequestContext,
 ) -> TaskView:
     """Open a task for the calling workload with a deadline."""
+    ensure_workload_active(broker, workload_id=workload.workload_id)
     ttl = ttl_seconds or broker.settings.default_task_ttl_seconds
     if ttl > broker.settings.max_task_ttl_seconds:
         raise InvalidRequest(
@@ -116,6 +118,7 @@ def complete_task(
     grants = _grants_of(broker, task_id)
     if wait:
         grants = _wait_until_terminal(broker, task_id, broker.settings.complete_wait_seconds)
+    found = (broker.receipts.get(g.grant_id) for g in grants if g.lease_ref is not None)
     return CompletionView(
         task_id=task_id,
         state="completed" if all(g.is_terminal for g in grants) else "completing",
@@ -123,6 +126,7 @@ def complete_task(
             RevocationView(grant_id=g.grant_id, state=g.state, revoked_at=g.revoked_at)
             for g in grants
         ],
+        receipts=[r for r in found if r is not None],
     )
 
 

@@ -1,0 +1,25 @@
+"""Revocation receipts and the key that verifies them."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from fastapi import APIRouter
+
+from jitbroker.identity.dependencies import BrokerDep, WorkloadDep
+from jitbroker.revocation import service
+from jitbroker.revocation.receipts import TaskReceipts
+
+router = APIRouter(tags=["revocation"])
+
+
+@router.get("/keys")
+def public_keys(broker: BrokerDep) -> dict[str, Any]:
+    """The broker's public signing key (JWKS), for verifying receipts offline."""
+    return {"keys": [broker.signing_key.public_jwk()]}
+
+
+@router.get("/tasks/{task_id}/receipt", response_model=TaskReceipts)
+def task_receipt(task_id: str, broker: BrokerDep, workload: WorkloadDep) -> TaskReceipts:
+    """The signed revocation receipts of every grant of the task."""
+    return service.task_receipts(broker, workload=workload, task_id=task_id)

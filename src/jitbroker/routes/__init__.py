@@ -1,0 +1,1 @@
+"""Downstream routes: which destinations a live grant may reach, checked by gateways."""

@@ -1,0 +1,68 @@
+"""The only code that touches Redis for routes: a hash per open route, a fingerprint index."""
+
+from __future__ import annotations
+
+import json
+
+import redis
+
+from jitbroker.errors import StateUnavailable
+from jitbroker.routes.schemas import Route
+
+
+class RouteRepository:
+    """Both keys expire with the grant, so a route can never outlive it even if nobody closes it."""
+
+    def __init__(self, client: redis.Redis, prefix: str) -> None:
+        self._redis = client
+        self._prefix = prefix
+
+    def _route_key(self, grant_id: str) -> str:
+        return f"{self._prefix}:route:{grant_id}"
+
+    def _fingerprint_key(self, fingerprint: str) -> str:
+        return f"{self._prefix}:route:fp:{fingerprint}"
+
+    def open(self, route: Route, fingerprint: str) -> None:
+        expire_ms = int(route.expires_at.timestamp() * 1000)
+        try:
+            pipe = self._redis.pipeline(transaction=True)
+            pipe.hset(
+                self._route_key(route.grant_id),
+                mapping={"doc": route.model_dump_json(), "fingerprint": fingerprint},
+            )
+            pipe.pexpireat(self._route_key(route.grant_id), expire_ms)
+            pipe.set(self._fingerprint_key(fingerprint), route.grant_id, pxat=expire_ms)
+            pipe.execute()
+        except redis.RedisError as exc:
+            raise StateUnavailable(f"cannot open route: {type(exc).__name__}") from None
+
+    def close(self, grant_id: str) -> None:
+        """Delete the route and its fingerprint index; closing a closed route is fine."""
+        try:
+            fingerprint = self._redis.hget(self._route_key(grant_id), "fingerprint")
+            pipe = self._redis.pipeline(transaction=True)
+            pipe.delete(self._route_key(grant_id))
+            if fingerprint:
+                pipe.delete(self._fingerprint_key(_text(fingerprint)))
+            pipe.execute()
+        except redis.RedisError as exc:
+            raise StateUnavailable(f"cannot close route: {type(exc).__name__}") from None
+
+    def get(self, grant_id: str) -> Route | None:
+        try:
+            doc = self._redis.hget(self._route_key(grant_id), "doc")
+        except redis.RedisError as exc:
+            raise StateUnavailable(f"cannot read route: {type(exc).__name__}") from None
+        return Route.model_validate(json.loads(doc)) if doc else None
+
+    def grant_for(self, fingerprint: str) -> str | None:
+        try:
+            grant_id = self._redis.get(self._fingerprint_key(fingerprint))
+        except redis.RedisError as exc:
+            raise StateUnavailable(f"cannot read route: {type(exc).__name__}") from None
+        return _text(grant_id) if grant_id else None
+
+
+def _text(value: bytes | str) -> str:
+    return value.decode() if isinstance(value, bytes) else value

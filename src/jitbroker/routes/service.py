@@ -1,0 +1,69 @@
+"""Open a route when a grant is issued, close it the moment revocation starts, answer gateways."""
+
+from __future__ import annotations
+
+import fnmatch
+import hashlib
+import hmac
+
+from jitbroker.bootstrap import Broker
+from jitbroker.engines.base import IssuedCredential
+from jitbroker.grants.schemas import GrantRecord
+from jitbroker.routes.schemas import AccessCheck, AccessDecision, Route
+
+
+def credential_fingerprint(broker: Broker, secret: str) -> str:
+    """A keyed hash that finds a grant from a presented credential without storing the secret."""
+    key = broker.signing_key.derive("route-fingerprint")
+    return hmac.new(key, secret.encode(), hashlib.sha256).hexdigest()
+
+
+def open_route(broker: Broker, *, grant: GrantRecord, credential: IssuedCredential) -> None:
+    """Let gateways admit this grant to its profile's destinations until it expires."""
+    assert grant.expires_at is not None
+    profile = broker.config.profiles[grant.profile]
+    secret = next(iter(credential.secret.values())).get_secret_value()
+    broker.routes.open(
+        Route(
+            grant_id=grant.grant_id,
+            workload=grant.workload,
+            task_id=grant.task_id,
+            profile=grant.profile,
+            destinations=profile.route_patterns(),
+            expires_at=grant.expires_at,
+        ),
+        credential_fingerprint(broker, secret),
+    )
+
+
+def close_route(broker: Broker, *, grant_id: str) -> None:
+    """Gateways deny this grant from now on (called before OpenBao is even asked to revoke)."""
+    broker.routes.close(grant_id)
+
+
+def check_access(broker: Broker, *, check: AccessCheck) -> AccessDecision:
+    """Allow only a live grant with an open route whose destinations match; deny anything else."""
+    grant_id = check.grant_id
+    if grant_id is None and check.credential is not None:
+        grant_id = broker.routes.grant_for(credential_fingerprint(broker, check.credential))
+        if grant_id is None:
+            return AccessDecision(allow=False, reason="credential is not known or no longer live")
+    assert grant_id is not None
+    route = broker.routes.get(grant_id)
+    if route is None:
+        return AccessDecision(allow=False, reason="no open route for this grant", grant_id=grant_id)
+    now = broker.clock()
+    if route.expires_at <= now:
+        return AccessDecision(allow=False, reason="the grant has expired", grant_id=grant_id)
+    if not any(fnmatch.fnmatchcase(check.destination, p) for p in route.destinations):
+        return AccessDecision(
+            allow=False, reason="the grant does not cover this destination", grant_id=grant_id
+        )
+    # The route is closed before a revocation starts, so an open route means a live grant.
+    return AccessDecision(
+        allow=True,
+        reason="live grant with an open route",
+        grant_id=grant_id,
+        workload=route.workload,
+        expires_in_seconds=int((route.expires_at - now).total_seconds()),
+    )

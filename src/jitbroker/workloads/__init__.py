@@ -1,0 +1,1 @@
+"""Workloads at runtime: suspend and resume (the kill switch), revoke by selector."""

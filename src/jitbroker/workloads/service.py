@@ -1,0 +1,290 @@
+"""The kill switch: suspend and resume a workload, revoke live grants by selector, and revoke
+what a workload removed from the configuration still holds."""
+
+from __future__ import annotations
+
+import fnmatch
+import logging
+from collections.abc import Iterable, Iterator
+
+from jitbroker.audit.events import AuditEvent, RequestContext
+from jitbroker.bootstrap import Broker
+from jitbroker.config import WorkloadConfig
+from jitbroker.errors import BrokerError, Forbidden, NotFound, StateUnavailable, WorkloadSuspended
+from jitbroker.grants.schemas import GrantRecord, GrantState, RevokeReason
+from jitbroker.identity.schemas import HumanIdentity
+from jitbroker.notifications.service import notify
+from jitbroker.revocation.service import request_revocation
+from jitbroker.workloads.repository import WorkloadRepository
+from jitbroker.workloads.schemas import (
+    RevocationCounts,
+    RevokeSelector,
+    SuspendedView,
+    Suspension,
+    WorkloadState,
+    WorkloadView,
+)
+
+log = logging.getLogger(__name__)
+
+
+def _repository(broker: Broker) -> WorkloadRepository:
+    # Stateless over the shared Redis client, so it is cheaper to build than to wire.
+    return WorkloadRepository(broker.redis, broker.settings.key_prefix)
+
+
+def ensure_workload_active(broker: Broker, *, workload_id: str) -> None:
+    """Refuse new tasks and grants while the workload is suspended (403 with the reason)."""
+    suspension = _repository(broker).suspension(workload_id)
+    if suspension is not None:
+        raise WorkloadSuspended(
+            f"workload {workload_id} is suspended: {suspension.reason}",
+            suspended_at=suspension.suspended_at.isoformat(),
+        )
+
+
+def describe_workload(broker: Broker, *, admin: HumanIdentity, workload_id: str) -> WorkloadView:
+    """The workload's state, its suspension if any, and how many live grants it holds."""
+    _require_admin(broker, admin)
+    workload = _registered(broker, workload_id)
+    live = sum(1 for grant in _live_grants(broker) if grant.workload == workload_id)
+    return _view(workload, _repository(broker).suspension(workload_id), live)
+
+
+def suspend_workload(
+    broker: Broker,
+    *,
+    admin: HumanIdentity,
+    workload_id: str,
+    reason: str,
+    context: RequestContext,
+) -> SuspendedView:
+    """Record the suspension, then revoke every live grant of the workload; safe to repeat."""
+    _require_admin(broker, admin)
+    _registered(broker, workload_id)
+    suspension = Suspension(
+        workload=workload_id,
+        suspended_by=admin.subject,
+        suspended_at=broker.clock(),
+        reason=reason,
+    )
+    # Recorded first, so no task or grant starts once the listing below has begun.
+    _repository(broker).suspend(suspension)
+    grants = (grant for grant in _live_grants(broker) if grant.workload == workload_id)
+    counts, failed = _revoke_all(
+        broker, grants, reason=RevokeReason.workload_suspended, context=context
+    )
+    broker.audit.record(
+        AuditEvent(
+            type="workload.suspended",
+            outcome="suspended",
+            workload=workload_id,
+            reason=reason,
+            context=context,
+            details={"by": admin.subject, "issuer": admin.issuer, **counts.model_dump()},
+        )
+    )
+    _raise_if_failed(failed, "suspend the workload")
+    return SuspendedView(
+        workload=workload_id,
+        state=WorkloadState.suspended,
+        suspension=suspension,
+        revocations=counts,
+    )
+
+
+def resume_workload(
+    broker: Broker, *, admin: HumanIdentity, workload_id: str, context: RequestContext
+) -> WorkloadView:
+    """Lift the suspension: the workload may open tasks and request grants again."""
+    _require_admin(broker, admin)
+    workload = _registered(broker, workload_id)
+    if _repository(broker).resume(workload_id):
+        broker.audit.record(
+            AuditEvent(
+                type="workload.resumed",
+                outcome="active",
+                workload=workload_id,
+                context=context,
+                details={"by": admin.subject, "issuer": admin.issuer},
+            )
+        )
+    live = sum(1 for grant in _live_grants(broker) if grant.workload == workload_id)
+    return _view(workload, None, live)
+
+
+def revoke_matching(
+    broker: Broker, *, admin: HumanIdentity, selector: RevokeSelector, context: RequestContext
+) -> RevocationCounts:
+    """Revoke every live grant the selector matches: the incident-response button."""
+    _require_admin(broker, admin)
+    grants = (grant for grant in _live_grants(broker) if _matches(selector, grant))
+    counts, failed = _revoke_all(
+        broker, grants, reason=RevokeReason.incident_revoke, context=context
+    )
+    criteria = selector.criteria()
+    broker.audit.record(
+        AuditEvent(
+            type="incident.revoke",
+            outcome="revoked",
+            workload=selector.workload,
+            profile=selector.profile,
+            reason=selector.reason,
+            context=context,
+            details={
+                "selector": criteria,
+                "by": admin.subject,
+                "issuer": admin.issuer,
+                **counts.model_dump(),
+            },
+        )
+    )
+    described = ", ".join(f"{key}={value}" for key, value in criteria.items())
+    notify(
+        broker,
+        event="incident.revoke",
+        text=f":rotating_light: {admin.subject} revoked {counts.matched} live grant(s) matching "
+        f"{described}: {selector.reason}",
+        fields={
+            "selector": criteria,
+            "reason": selector.reason,
+            "by": admin.subject,
+            **counts.model_dump(),
+        },
+    )
+    _raise_if_failed(failed, "revoke")
+    return counts
+
+
+def revoke_grants_of_inactive_workloads(broker: Broker) -> RevocationCounts:
+    """Revoke live grants of workloads removed from the configuration, and of suspended ones
+    (a grant whose issuance began before its workload was suspended); the total counts."""
+    suspensions: dict[str, Suspension | None] = {}
+
+    def cause(workload_id: str) -> RevokeReason | None:
+        if workload_id not in broker.config.workloads:
+            return RevokeReason.workload_removed
+        if workload_id not in suspensions:
+            suspensions[workload_id] = _repository(broker).suspension(workload_id)
+        return RevokeReason.workload_suspended if suspensions[workload_id] else None
+
+    doomed: dict[str, list[GrantRecord]] = {}
+    for grant in _live_grants(broker):
+        # A grant already being revoked is on its way out; the ledger sees it through.
+        if grant.state != GrantState.revoking and cause(grant.workload) is not None:
+            doomed.setdefault(grant.workload, []).append(grant)
+    total = RevocationCounts()
+    for workload_id, grants in doomed.items():
+        reason = cause(workload_id)
+        assert reason is not None
+        counts, failed = _revoke_all(broker, grants, reason=reason, context=RequestContext())
+        _add(total, counts)
+        if failed:
+            log.warning(
+                "revocation of %d grant(s) of %s not requested; next round retries",
+                len(failed),
+                workload_id,
+            )
+        if reason == RevokeReason.workload_suspended:
+            log.warning(
+                "revoked %d grant(s) of suspended workload %s issued during its suspension",
+                counts.matched,
+                workload_id,
+            )
+            continue
+        broker.audit.record(
+            AuditEvent(
+                type="workload.removed",
+                outcome="revoked",
+                workload=workload_id,
+                reason=f"workload {workload_id} is no longer in the configuration",
+                details=counts.model_dump(),
+            )
+        )
+    return total
+
+
+def _require_admin(broker: Broker, admin: HumanIdentity) -> None:
+    if not set(admin.groups) & set(broker.settings.admin_groups):
+        raise Forbidden(f"this needs membership in one of {broker.settings.admin_groups}")
+
+
+def _registered(broker: Broker, workload_id: str) -> WorkloadConfig:
+    workload = broker.config.workloads.get(workload_id)
+    if workload is None:
+        raise NotFound(f"no workload {workload_id!r} in the configuration")
+    return workload
+
+
+def _live_grants(broker: Broker) -> Iterator[GrantRecord]:
+    """Every grant not yet in a final state: each one is on the expiry ledger until it is.
+
+    Costs one read per live grant (O(live grants)); fine at today's volumes, and the place to
+    put an index by workload and profile once it is not."""
+    for grant_id in broker.ledger.members():
+        grant = broker.grants.get(grant_id)
+        if grant is not None and not grant.is_terminal:
+            yield grant
+
+
+def _matches(selector: RevokeSelector, grant: GrantRecord) -> bool:
+    if selector.workload is not None and grant.workload != selector.workload:
+        return False
+    if selector.profile is not None and grant.profile != selector.profile:
+        return False
+    if selector.destination is not None:
+        pattern = selector.destination
+        return grant.destination == pattern or fnmatch.fnmatchcase(grant.destination, pattern)
+    return True
+
+
+def _revoke_all(
+    broker: Broker,
+    grants: Iterable[GrantRecord],
+    *,
+    reason: RevokeReason,
+    context: RequestContext,
+) -> tuple[RevocationCounts, list[str]]:
+    """Request revocation of each grant (requests awaiting approval are cancelled); the counts
+    and the ids whose revocation could not be requested."""
+    counts = RevocationCounts()
+    failed: list[str] = []
+    for grant in grants:
+        counts.matched += 1
+        try:
+            result = request_revocation(
+                broker, grant_id=grant.grant_id, reason=reason, context=context
+            )
+        except BrokerError as exc:
+            log.warning("revocation of %s not requested: %s", grant.grant_id, exc.detail)
+            failed.append(grant.grant_id)
+            continue
+        if result is not None and result.state == GrantState.cancelled:
+            counts.cancelled += 1
+        elif result is not None:
+            counts.revocation_requested += 1
+    return counts, failed
+
+
+def _add(tally: RevocationCounts, counts: RevocationCounts) -> None:
+    tally.matched += counts.matched
+    tally.revocation_requested += counts.revocation_requested
+    tally.cancelled += counts.cancelled
+
+
+def _raise_if_failed(failed: list[str], action: str) -> None:
+    if failed:
+        raise StateUnavailable(
+            f"revocation of {len(failed)} grant(s) could not be requested; {action} again",
+            grants=failed,
+        )
+
+
+def _view(workload: WorkloadConfig, suspension: Suspension | None, live: int) -> WorkloadView:
+    return WorkloadView(
+        id=workload.id,
+        description=workload.description,
+        state=WorkloadState.suspended if suspension else WorkloadState.active,
+        suspension=suspension,
+        live_grants=live,
+    )
