@@ -49,6 +49,7 @@ class Broker:
     tasks: TaskRepository
     grants: GrantRepository
     ledger: ExpiryLedger
+    heartbeats: ExpiryLedger
     revocation_stats: RevocationStats
     signing_key: BrokerSigningKey
     routes: RouteRepository
@@ -99,6 +100,7 @@ def build_broker(
         tasks=tasks,
         grants=GrantRepository(client, prefix, tasks=tasks, ledger=ledger),
         ledger=ledger,
+        heartbeats=ExpiryLedger(client, f"{prefix}:heartbeats"),
         revocation_stats=RevocationStats(client, f"{prefix}:stats:revocations"),
         signing_key=BrokerSigningKey.load_or_create(settings.signing_key_file),
         routes=RouteRepository(client, prefix),

@@ -51,6 +51,7 @@ class RevokeReason(StrEnum):
     workload_removed = "workload_removed"
     incident_revoke = "incident_revoke"
     issue_failed = "issue_failed"
+    heartbeat_missed = "heartbeat_missed"
 
 
 class ApprovalTerms(BaseModel):

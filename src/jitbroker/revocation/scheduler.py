@@ -12,6 +12,7 @@ import redis
 from jitbroker.bootstrap import Broker
 from jitbroker.errors import BrokerError
 from jitbroker.revocation.service import sweep_expired
+from jitbroker.tasks.service import complete_silent_tasks
 from jitbroker.workloads.service import revoke_grants_of_inactive_workloads
 
 log = logging.getLogger(__name__)
@@ -66,6 +67,9 @@ def run_scheduler(broker: Broker, stop: threading.Event) -> None:
                 claimed = sweep_expired(broker)
                 if claimed:
                     log.info("enqueued revocation of %d due grant(s)", len(claimed))
+                silent = complete_silent_tasks(broker)
+                if silent:
+                    log.warning("completed %d task(s) that missed a heartbeat", len(silent))
                 if time.monotonic() >= next_workload_check:
                     next_workload_check = time.monotonic() + INACTIVE_WORKLOAD_CHECK_SECONDS
                     revoked = revoke_grants_of_inactive_workloads(broker)

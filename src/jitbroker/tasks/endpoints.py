@@ -21,8 +21,15 @@ def open_task(
         workload=workload,
         purpose=body.purpose,
         ttl_seconds=body.ttl_seconds,
+        heartbeat_seconds=body.heartbeat_seconds,
         context=context,
     )
+
+
+@router.post("/{task_id}/heartbeat", response_model=TaskView)
+def heartbeat(task_id: str, broker: BrokerDep, workload: WorkloadDep) -> TaskView:
+    """Keep a heartbeat task alive; a missed beat completes it and revokes its grants."""
+    return service.record_heartbeat(broker, workload=workload, task_id=task_id)
 
 
 @router.get("/{task_id}", response_model=TaskView)

@@ -26,6 +26,8 @@ class TaskRecord(VersionedModel):
     created_at: datetime
     expires_at: datetime
     completed_at: datetime | None = None
+    heartbeat_seconds: int | None = None
+    last_heartbeat_at: datetime | None = None
 
     def effective_state(self, now: datetime) -> TaskState:
         """An active task past its deadline reads as expired."""
@@ -39,6 +41,7 @@ class OpenTaskRequest(BaseModel):
 
     purpose: str = Field(min_length=1, max_length=500)
     ttl_seconds: int | None = Field(default=None, gt=0)
+    heartbeat_seconds: int | None = Field(default=None, ge=1, le=3600)
 
 
 class TaskView(BaseModel):
@@ -49,6 +52,8 @@ class TaskView(BaseModel):
     created_at: datetime
     expires_at: datetime
     completed_at: datetime | None = None
+    heartbeat_seconds: int | None = None
+    last_heartbeat_at: datetime | None = None
     grants: list[GrantView] = Field(default_factory=list)
 
     @classmethod
@@ -61,6 +66,8 @@ class TaskView(BaseModel):
             created_at=task.created_at,
             expires_at=task.expires_at,
             completed_at=task.completed_at,
+            heartbeat_seconds=task.heartbeat_seconds,
+            last_heartbeat_at=task.last_heartbeat_at,
             grants=grants,
         )
 

@@ -5,11 +5,11 @@ from __future__ import annotations
 import logging
 import secrets
 import time
-from datetime import timedelta
+from datetime import datetime, timedelta
 
 from jitbroker.audit.events import AuditEvent, RequestContext
 from jitbroker.bootstrap import Broker
-from jitbroker.errors import BrokerError, InvalidRequest, NotFound, StateUnavailable
+from jitbroker.errors import BrokerError, Conflict, InvalidRequest, NotFound, StateUnavailable
 from jitbroker.grants.schemas import GrantRecord, GrantView, RevocationView, RevokeReason
 from jitbroker.identity.schemas import WorkloadIdentity
 from jitbroker.revocation.service import request_revocation
@@ -18,6 +18,7 @@ from jitbroker.workloads.service import ensure_workload_active
 
 log = logging.getLogger(__name__)
 POLL_INTERVAL_SECONDS = 0.05
+MAX_CAS_ATTEMPTS = 20
 
 
 def open_task(
@@ -27,10 +28,16 @@ def open_task(
     purpose: str,
     ttl_seconds: int | None,
     context: RequestContext,
+    heartbeat_seconds: int | None = None,
 ) -> TaskView:
-    """Open a task for the calling workload with a deadline."""
+    """Open a task for the calling workload with a deadline (and, optionally, a heartbeat)."""
     ensure_workload_active(broker, workload_id=workload.workload_id)
     ttl = ttl_seconds or broker.settings.default_task_ttl_seconds
+    if heartbeat_seconds is not None and heartbeat_seconds > ttl:
+        raise InvalidRequest(
+            f"heartbeat_seconds {heartbeat_seconds} exceeds the task's ttl_seconds {ttl}",
+            errors=[{"field": "heartbeat_seconds", "message": "longer than the task"}],
+        )
     if ttl > broker.settings.max_task_ttl_seconds:
         raise InvalidRequest(
             f"ttl_seconds {ttl} exceeds the task cap of {broker.settings.max_task_ttl_seconds}",
@@ -43,8 +50,11 @@ def open_task(
         purpose=purpose,
         created_at=now,
         expires_at=now + timedelta(seconds=ttl),
+        heartbeat_seconds=heartbeat_seconds,
     )
     broker.tasks.create(task)
+    if heartbeat_seconds is not None:
+        broker.heartbeats.schedule(task.task_id, _heartbeat_deadline(task).timestamp())
     broker.audit.record(
         AuditEvent(
             type="task.opened",
@@ -52,7 +62,11 @@ def open_task(
             workload=workload.workload_id,
             task_id=task.task_id,
             context=context,
-            details={"purpose": purpose, "ttl_seconds": ttl},
+            details={
+                "purpose": purpose,
+                "ttl_seconds": ttl,
+                "heartbeat_seconds": heartbeat_seconds,
+            },
         )
     )
     return TaskView.of(task, [], now)
@@ -85,27 +99,87 @@ def complete_task(
 
     Safe to call again: a retry after a partial failure requests what is still missing."""
     task = get_own_task(broker, workload=workload, task_id=task_id)
+    return _complete(broker, task, wait=wait, context=context, reason=RevokeReason.task_completed)
+
+
+def record_heartbeat(broker: Broker, *, workload: WorkloadIdentity, task_id: str) -> TaskView:
+    """The workload is alive: push the task's dead-man's-switch deadline forward."""
+    for _ in range(MAX_CAS_ATTEMPTS):
+        task = get_own_task(broker, workload=workload, task_id=task_id)
+        now = broker.clock()
+        if task.effective_state(now) != TaskState.active:
+            raise Conflict(f"task {task_id} is {task.effective_state(now).value}")
+        if task.heartbeat_seconds is None:
+            raise Conflict(f"task {task_id} was opened without heartbeat_seconds")
+        task.last_heartbeat_at = now
+        if broker.tasks.replace(task):
+            broker.heartbeats.schedule(task_id, _heartbeat_deadline(task).timestamp())
+            return TaskView.of(task, [], now)
+    raise StateUnavailable(f"task {task_id} changed too often to record a heartbeat")
+
+
+def complete_silent_tasks(broker: Broker) -> list[str]:
+    """Complete every task whose heartbeat is overdue (called by the scheduler)."""
+    completed: list[str] = []
+    due = broker.heartbeats.claim_due(
+        broker.clock().timestamp(),
+        limit=broker.settings.sweep_batch_size,
+        redelivery_seconds=broker.settings.revocation_redelivery_seconds,
+    )
+    for task_id in due:
+        task = broker.tasks.get(task_id)
+        if task is None or task.state != TaskState.active or task.heartbeat_seconds is None:
+            broker.heartbeats.remove(task_id)
+            continue
+        deadline = _heartbeat_deadline(task)
+        if deadline > broker.clock():
+            broker.heartbeats.schedule(task_id, deadline.timestamp())  # a beat came in meanwhile
+            continue
+        _complete(
+            broker, task, wait=False, context=RequestContext(), reason=RevokeReason.heartbeat_missed
+        )
+        completed.append(task_id)
+    return completed
+
+
+def _heartbeat_deadline(task: TaskRecord) -> datetime:
+    assert task.heartbeat_seconds is not None
+    return (task.last_heartbeat_at or task.created_at) + timedelta(seconds=task.heartbeat_seconds)
+
+
+def _complete(
+    broker: Broker,
+    task: TaskRecord,
+    *,
+    wait: bool,
+    context: RequestContext,
+    reason: RevokeReason,
+) -> CompletionView:
+    task_id = task.task_id
     while task.state == TaskState.active:
         task.state = TaskState.completed
         task.completed_at = broker.clock()
         if broker.tasks.replace(task):
+            broker.heartbeats.remove(task_id)
             broker.audit.record(
                 AuditEvent(
                     type="task.completed",
                     outcome="completed",
                     workload=task.workload,
                     task_id=task.task_id,
+                    reason=reason.value,
                     context=context,
                 )
             )
             break
-        task = get_own_task(broker, workload=workload, task_id=task_id)
+        reloaded = broker.tasks.get(task_id)
+        if reloaded is None:
+            raise NotFound(f"no task {task_id}")
+        task = reloaded
     failed: list[str] = []
     for grant_id in broker.tasks.grant_ids(task_id):
         try:
-            request_revocation(
-                broker, grant_id=grant_id, reason=RevokeReason.task_completed, context=context
-            )
+            request_revocation(broker, grant_id=grant_id, reason=reason, context=context)
         except BrokerError as exc:
             log.warning("revocation of %s not requested: %s", grant_id, exc.detail)
             failed.append(grant_id)
