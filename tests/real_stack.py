@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import os
 import shutil
+import signal
 import subprocess
 import sys
 import threading
@@ -77,8 +78,15 @@ def config_dir(tmp_path_factory: pytest.TempPathFactory, webhook_port: int) -> P
 
 
 @pytest.fixture(scope="session")
-def openbao_addr(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
-    port = free_port()
+def openbao_port() -> int:
+    return free_port()
+
+
+@pytest.fixture(scope="session")
+def openbao_process(
+    tmp_path_factory: pytest.TempPathFactory, openbao_port: int
+) -> Iterator[subprocess.Popen[bytes]]:
+    """This session's OpenBao dev server (tests that pause it signal this process only)."""
     log = (tmp_path_factory.mktemp("logs") / "openbao.log").open("wb")
     process = subprocess.Popen(
         [
@@ -86,16 +94,22 @@ def openbao_addr(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
             "server",
             "-dev",
             f"-dev-root-token-id={ROOT_TOKEN}",
-            f"-dev-listen-address=127.0.0.1:{port}",
+            f"-dev-listen-address=127.0.0.1:{openbao_port}",
         ],
         stdout=log,
         stderr=subprocess.STDOUT,
     )
-    addr = f"http://127.0.0.1:{port}"
+    addr = f"http://127.0.0.1:{openbao_port}"
     wait_for(VaultClient(addr, ROOT_TOKEN).is_ready, timeout=30, what="OpenBao dev server")
-    yield addr
+    yield process
+    process.send_signal(signal.SIGCONT)  # in case a test left it paused
     process.terminate()
     process.wait(timeout=10)
+
+
+@pytest.fixture(scope="session")
+def openbao_addr(openbao_process: subprocess.Popen[bytes], openbao_port: int) -> str:
+    return f"http://127.0.0.1:{openbao_port}"
 
 
 @pytest.fixture(scope="session")
@@ -107,6 +121,8 @@ def settings(config_dir: Path, openbao_addr: str) -> Settings:
         key_prefix="jbtest",
         vault_addr=openbao_addr,
         vault_token=SecretStr(ROOT_TOKEN),
+        # Short, so a paused OpenBao turns into a failed (and retried) attempt quickly.
+        vault_timeout_seconds=3,
         sweep_interval_seconds=0.1,
         revocation_redelivery_seconds=5,
         complete_wait_seconds=20,
@@ -124,6 +140,7 @@ def process_env(settings: Settings) -> dict[str, str]:
         "JITBROKER_KEY_PREFIX": settings.key_prefix,
         "JITBROKER_VAULT_ADDR": settings.vault_addr,
         "JITBROKER_VAULT_TOKEN": settings.vault_token.get_secret_value(),
+        "JITBROKER_VAULT_TIMEOUT_SECONDS": str(settings.vault_timeout_seconds),
         "JITBROKER_SWEEP_INTERVAL_SECONDS": str(settings.sweep_interval_seconds),
         "JITBROKER_REVOCATION_REDELIVERY_SECONDS": str(settings.revocation_redelivery_seconds),
         WEBHOOK_SECRET_ENV: WEBHOOK_SECRET,

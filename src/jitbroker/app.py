@@ -20,6 +20,7 @@ from jitbroker.config import Settings
 from jitbroker.errors import PROBLEM_BASE, BrokerError
 from jitbroker.identity import dev_endpoints
 from jitbroker.metrics import BrokerStateCollector
+from jitbroker.revocation.failures import failing_counts
 from jitbroker.ui.endpoints import router as ui_router
 
 log = logging.getLogger(__name__)
@@ -32,7 +33,9 @@ def create_app(settings: Settings | None = None, *, broker: Broker | None = None
 
     @asynccontextmanager
     async def lifespan(_: FastAPI) -> AsyncIterator[None]:
-        collector = BrokerStateCollector(broker.revocation_stats, broker.ledger)
+        collector = BrokerStateCollector(
+            broker.revocation_stats, broker.ledger, failing=lambda: failing_counts(broker)
+        )
         REGISTRY.register(collector)
         try:
             yield

@@ -22,7 +22,7 @@ from jitbroker.notifications.queue import CeleryNotificationQueue, NotificationQ
 from jitbroker.policy.engine import PolicyEngine
 from jitbroker.revocation.ledger import ExpiryLedger
 from jitbroker.revocation.queue import CeleryRevocationQueue, RevocationQueue
-from jitbroker.revocation.repository import ReceiptRepository
+from jitbroker.revocation.repository import ReceiptRepository, RevocationBacklogRepository
 from jitbroker.routes.repository import RouteRepository
 from jitbroker.signing import BrokerSigningKey
 from jitbroker.tasks.repository import TaskRepository
@@ -54,6 +54,7 @@ class Broker:
     signing_key: BrokerSigningKey
     routes: RouteRepository
     receipts: ReceiptRepository
+    revocation_backlog: RevocationBacklogRepository
     revocations: RevocationQueue
     notifications: NotificationQueue
     clock: Callable[[], datetime] = field(default=utc_now)
@@ -80,6 +81,7 @@ def build_broker(
     prefix = settings.key_prefix
     ledger = ExpiryLedger(client, f"{prefix}:ledger")
     tasks = TaskRepository(client, prefix)
+    backlog = RevocationBacklogRepository(client, prefix)
     if revocations is None or notifications is None:
         celery = create_celery(settings)
         if revocations is None:
@@ -98,13 +100,14 @@ def build_broker(
             client, f"{prefix}:audit", stdout=sys.stdout if settings.audit_stdout else None
         ),
         tasks=tasks,
-        grants=GrantRepository(client, prefix, tasks=tasks, ledger=ledger),
+        grants=GrantRepository(client, prefix, tasks=tasks, ledger=ledger, backlog=backlog),
         ledger=ledger,
         heartbeats=ExpiryLedger(client, f"{prefix}:heartbeats"),
         revocation_stats=RevocationStats(client, f"{prefix}:stats:revocations"),
         signing_key=BrokerSigningKey.load_or_create(settings.signing_key_file),
         routes=RouteRepository(client, prefix),
         receipts=ReceiptRepository(client, prefix),
+        revocation_backlog=backlog,
         revocations=revocations,
         notifications=notifications,
     )

@@ -127,6 +127,13 @@ class DownstreamUnverified(ServiceUnavailable):
     slug = "revocation-unverified"
 
 
+class RevocationBacklog(ServiceUnavailable):
+    """A backend's revocations are failing or piling up: we never issue what we cannot take back."""
+
+    title = "Revocation backlog"
+    slug = "revocation-backlog"
+
+
 class StateUnavailable(ServiceUnavailable):
     """Redis could not be reached or refused a write."""
 

@@ -54,6 +54,10 @@ class RevocationStats:
     def record_failure(self, profile: str) -> None:
         self._safe(lambda: self._redis.hincrby(self.key, f"failed|{profile}", 1))
 
+    def record_reconciled(self, profile: str, finding: str) -> None:
+        """Count a reconciler finding: `orphan` (lease revoked) or `lost` (grant's lease gone)."""
+        self._safe(lambda: self._redis.hincrby(self.key, f"{finding}|{profile}", 1))
+
     def snapshot(self) -> dict[str, float]:
         raw = self._redis.hgetall(self.key)
         return {_text(k): float(v) for k, v in raw.items()}
@@ -67,16 +71,24 @@ class RevocationStats:
 
 
 class BrokerStateCollector(Collector):
-    """Exposes the Redis-held revocation stats and the number of live grants."""
+    """Exposes the Redis-held revocation stats, the number of live grants and, per profile, the
+    revocations that keep failing."""
 
-    def __init__(self, stats: RevocationStats, ledger: ExpiryLedger) -> None:
+    def __init__(
+        self,
+        stats: RevocationStats,
+        ledger: ExpiryLedger,
+        failing: Callable[[], dict[str, int]] = dict,
+    ) -> None:
         self._stats = stats
         self._ledger = ledger
+        self._failing = failing
 
     def collect(self) -> Iterator[Metric]:
         try:
             snapshot = self._stats.snapshot()
             live = self._ledger.size()
+            failing_now = self._failing()
         except Exception:  # noqa: BLE001 - a scrape must not fail because Redis is down
             return
         revoked = CounterMetricFamily(
@@ -92,6 +104,23 @@ class BrokerStateCollector(Collector):
         latency = HistogramMetricFamily(
             "jitbroker_revocation_seconds", "Revocation latency, cluster-wide", labels=["profile"]
         )
+        orphans = CounterMetricFamily(
+            "jitbroker_reconcile_orphans_revoked",
+            "OpenBao leases no grant held, revoked by the reconciler",
+            labels=["profile"],
+        )
+        lost = CounterMetricFamily(
+            "jitbroker_reconcile_lost_leases",
+            "Live grants whose lease OpenBao no longer knew, found by the reconciler",
+            labels=["profile"],
+        )
+        failing = GaugeMetricFamily(
+            "jitbroker_revocations_failing",
+            "Revocations that failed at least once and are still being retried",
+            labels=["profile"],
+        )
+        for profile_id, size in sorted(failing_now.items()):
+            failing.add_metric([profile_id], size)
         profiles: set[str] = set()
         for field, value in snapshot.items():
             kind, _, rest = field.partition("|")
@@ -100,6 +129,10 @@ class BrokerStateCollector(Collector):
                 revoked.add_metric([profile, outcome], value)
             elif kind == "failed":
                 failed.add_metric([rest], value)
+            elif kind == "orphan":
+                orphans.add_metric([rest], value)
+            elif kind == "lost":
+                lost.add_metric([rest], value)
             elif kind == "count":
                 profiles.add(rest)
         for profile in sorted(profiles):
@@ -112,6 +145,9 @@ class BrokerStateCollector(Collector):
         yield revoked
         yield failed
         yield latency
+        yield orphans
+        yield lost
+        yield failing
         yield GaugeMetricFamily(
             "jitbroker_live_grants", "Grants on the expiry ledger (not yet confirmed revoked)", live
         )

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Callable
+from datetime import UTC, datetime
 from typing import Any, TypeVar
 
 import hvac
@@ -88,6 +89,20 @@ class VaultClient:
     def lease_exists(self, lease_id: str) -> bool:
         return self._exists("lease lookup", lambda: self._client.sys.read_lease(lease_id))  # type: ignore[no-untyped-call]
 
+    def lease_issued_at(self, lease_id: str) -> datetime | None:
+        """When OpenBao issued the lease, or None when it no longer knows it."""
+        try:
+            result = self._call(
+                "lease lookup",
+                lambda: self._client.sys.read_lease(lease_id),  # type: ignore[no-untyped-call]
+            )
+        except VaultLeaseGone:
+            return None
+        issued = (result.get("data") or {}).get("issue_time")
+        if not issued:
+            raise VaultRejected(f"OpenBao gave no issue time for lease {lease_id}")
+        return datetime.fromisoformat(str(issued))
+
     def revoke_token_accessor(self, accessor: str) -> None:
         self._call("token revoke", lambda: self._client.auth.token.revoke_accessor(accessor))
 
@@ -96,16 +111,28 @@ class VaultClient:
             "token lookup", lambda: self._client.auth.token.lookup_accessor(accessor)
         )
 
+    def token_created_at(self, accessor: str) -> datetime | None:
+        """When the token behind `accessor` was created, or None when OpenBao no longer knows it."""
+        try:
+            result = self._call(
+                "token lookup", lambda: self._client.auth.token.lookup_accessor(accessor)
+            )
+        except VaultLeaseGone:
+            return None
+        return datetime.fromtimestamp(int((result.get("data") or {})["creation_time"]), UTC)
+
     def list_leases(self, prefix: str) -> list[str]:
         """Full lease ids under a prefix (empty list when there are none)."""
         prefix = prefix.rstrip("/") + "/"
-        try:
-            result = self._call(
-                f"lease list {prefix}",
-                lambda: self._client.sys.list_leases(prefix=prefix),  # type: ignore[no-untyped-call]
-            )
-        except VaultRejected:
-            return []
+
+        def keys() -> dict[str, Any]:
+            try:
+                listed: dict[str, Any] = self._client.sys.list_leases(prefix=prefix)  # type: ignore[no-untyped-call]
+            except hvac.exceptions.InvalidPath:
+                return {}  # OpenBao answers 404 for a prefix without leases
+            return listed
+
+        result = self._call(f"lease list {prefix}", keys)
         return [prefix + key for key in result.get("data", {}).get("keys", [])]
 
     def _exists(self, operation: str, fn: Callable[[], Any]) -> bool:

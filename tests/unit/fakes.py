@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from datetime import UTC, datetime
 from pathlib import Path
 
 import fakeredis
@@ -56,6 +57,7 @@ class FakeEngine:
 
     def __init__(self) -> None:
         self.live: set[str] = set()
+        self.issued_at: dict[str, datetime] = {}
         self.issued = 0
         self.down = False
 
@@ -71,6 +73,7 @@ class FakeEngine:
         self.issued += 1
         lease = f"{profile.mount}/creds/{binding.role}/{self.issued}"
         self.live.add(lease)
+        self.issued_at[lease] = datetime.now(UTC)
         return IssuedCredential(
             lease_ref=lease,
             lease_ttl_seconds=ttl_seconds,
@@ -86,6 +89,13 @@ class FakeEngine:
 
     def is_revoked(self, lease_ref: str) -> bool:
         return lease_ref not in self.live
+
+    def list_leases(self, profile: ProfileConfig) -> list[str]:
+        prefixes = tuple(f"{profile.mount}/creds/{scope.role}/" for scope in profile.scopes)
+        return sorted(lease for lease in self.live if lease.startswith(prefixes))
+
+    def lease_issued_at(self, lease_ref: str) -> datetime | None:
+        return self.issued_at.get(lease_ref) if lease_ref in self.live else None
 
 
 def write_demo_config(directory: Path) -> Path:

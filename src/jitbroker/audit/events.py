@@ -31,6 +31,9 @@ EventType = Literal[
     "workload.resumed",
     "workload.removed",
     "incident.revoke",
+    "revocation.incident",
+    "reconcile.orphan_revoked",
+    "reconcile.lost_lease",
 ]
 
 

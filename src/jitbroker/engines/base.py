@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from datetime import datetime
 from typing import Protocol
 
 from pydantic import SecretStr
@@ -46,3 +47,9 @@ class CredentialEngine(Protocol):
 
     def is_revoked(self, lease_ref: str) -> bool:
         """True when OpenBao no longer knows the lease."""
+
+    def list_leases(self, profile: ProfileConfig) -> list[str] | None:
+        """Every lease OpenBao holds for the profile's roles; None if it cannot list cheaply."""
+
+    def lease_issued_at(self, lease_ref: str) -> datetime | None:
+        """When OpenBao issued the lease; None when it no longer knows it."""

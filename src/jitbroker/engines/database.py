@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+from datetime import datetime
 
 from pydantic import SecretStr
 
@@ -74,3 +75,14 @@ class DatabaseEngine:
 
     def is_revoked(self, lease_ref: str) -> bool:
         return not self.vault.lease_exists(lease_ref)
+
+    def list_leases(self, profile: ProfileConfig) -> list[str]:
+        roles = dict.fromkeys(scope.role for scope in profile.scopes)
+        return [
+            lease
+            for role in roles
+            for lease in self.vault.list_leases(f"{profile.mount}/creds/{role}")
+        ]
+
+    def lease_issued_at(self, lease_ref: str) -> datetime | None:
+        return self.vault.lease_issued_at(lease_ref)

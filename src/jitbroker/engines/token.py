@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from datetime import datetime
+
 from pydantic import SecretStr
 
 from jitbroker.config import ProfileConfig, ScopeBinding
@@ -59,3 +61,12 @@ class TokenEngine:
 
     def is_revoked(self, lease_ref: str) -> bool:
         return not self.vault.token_accessor_exists(lease_ref)
+
+    def list_leases(self, profile: ProfileConfig) -> None:
+        # `auth/token/accessors` lists every token in OpenBao, and telling ours apart takes one
+        # lookup each: not cheap. A token issued behind the broker's back dies at its TTL.
+        del profile
+        return None
+
+    def lease_issued_at(self, lease_ref: str) -> datetime | None:
+        return self.vault.token_created_at(lease_ref)

@@ -11,6 +11,7 @@ from jitbroker.errors import StateUnavailable
 from jitbroker.grants.schemas import GrantRecord, GrantState
 from jitbroker.records import VersionedStore
 from jitbroker.revocation.ledger import ExpiryLedger
+from jitbroker.revocation.repository import RevocationBacklogRepository
 from jitbroker.tasks.repository import TaskRepository
 
 # Claim an idempotency key for one request; return what is already there if someone has.
@@ -24,8 +25,9 @@ return false
 """
 
 
-# Compare-and-set a grant, and in the same step keep its expiry-ledger entry and the approver
-# indexes (pending, awaiting break-glass review) in line with its new state.
+# Compare-and-set a grant, and in the same step keep its expiry-ledger entry, the approver
+# indexes (pending, awaiting break-glass review), the live-lease index and the revocation
+# backlog (in progress since, failing since, incident raised) in line with its new state.
 REPLACE_GRANT = """
 local version = redis.call('HGET', KEYS[1], 'version')
 if version == false then return -1 end
@@ -36,8 +38,20 @@ for i, flag in ipairs({ARGV[5], ARGV[6]}) do
   if flag == '1' then redis.call('SADD', KEYS[2 + i], ARGV[7])
   else redis.call('SREM', KEYS[2 + i], ARGV[7]) end
 end
+if ARGV[8] ~= '' then
+  if ARGV[9] == '1' then redis.call('HSET', KEYS[5], ARGV[8], ARGV[7])
+  else redis.call('HDEL', KEYS[5], ARGV[8]) end
+end
+if ARGV[10] ~= '' then redis.call('ZADD', KEYS[6], 'NX', ARGV[10], ARGV[7])
+else
+  redis.call('ZREM', KEYS[6], ARGV[7])
+  redis.call('ZREM', KEYS[7], ARGV[7])
+  redis.call('HDEL', KEYS[8], ARGV[7])
+end
 return 1
 """
+# Grants whose lease OpenBao still holds (the lease index maps lease ref -> grant id).
+LEASE_HOLDING_STATES = frozenset({GrantState.issued, GrantState.revoking})
 
 
 @dataclass(frozen=True)
@@ -50,12 +64,19 @@ class IdempotencyClaim:
 
 class GrantRepository:
     def __init__(
-        self, client: redis.Redis, prefix: str, *, tasks: TaskRepository, ledger: ExpiryLedger
+        self,
+        client: redis.Redis,
+        prefix: str,
+        *,
+        tasks: TaskRepository,
+        ledger: ExpiryLedger,
+        backlog: RevocationBacklogRepository,
     ) -> None:
         self._redis = client
         self._prefix = prefix
         self._tasks = tasks
         self._ledger = ledger
+        self._backlog = backlog
         self._store = VersionedStore(
             client, GrantRecord, key_pattern=f"{prefix}:grant:{{id}}", id_field="grant_id"
         )
@@ -76,6 +97,10 @@ class GrantRepository:
                     self._ledger.key,
                     self.pending_key,
                     self.review_key,
+                    self.lease_index_key(grant.engine),
+                    self._backlog.revoking_key(grant.profile),
+                    self._backlog.failing_key(grant.profile),
+                    self._backlog.incidents_key,
                 ],
                 args=[
                     grant.version,
@@ -85,6 +110,9 @@ class GrantRepository:
                     "1" if grant.state == GrantState.pending_approval else "0",
                     "1" if grant.awaiting_review else "0",
                     grant.grant_id,
+                    grant.lease_ref or "",
+                    "1" if grant.state in LEASE_HOLDING_STATES else "0",
+                    _revoking_since(grant),
                 ],
             )
         except redis.RedisError as exc:
@@ -126,6 +154,8 @@ class GrantRepository:
                 pipe.sadd(self.pending_key, grant.grant_id)
             if grant.awaiting_review:
                 pipe.sadd(self.review_key, grant.grant_id)
+            if grant.lease_ref and grant.state in LEASE_HOLDING_STATES:
+                pipe.hset(self.lease_index_key(grant.engine), grant.lease_ref, grant.grant_id)
             if idempotency is not None:
                 workload, key, ttl = idempotency
                 pipe.hset(self._idempotency_key(workload, key), "grant_id", grant.grant_id)
@@ -155,9 +185,61 @@ class GrantRepository:
         except redis.RedisError:
             pass  # the key expires on its own; a stuck claim only delays a retry
 
+    def lease_index_key(self, engine: str) -> str:
+        return f"{self._prefix}:leases:{engine}"
+
+    def leases_held(self, engine: str) -> dict[str, str]:
+        """Lease ref -> grant id of every issued or revoking grant of the engine."""
+        try:
+            held = self._redis.hgetall(self.lease_index_key(engine))
+        except redis.RedisError as exc:
+            raise StateUnavailable(f"cannot read lease index: {type(exc).__name__}") from None
+        return {_text(lease): _text(grant_id) for lease, grant_id in held.items()}
+
+    def holds_lease(self, engine: str, lease_ref: str) -> bool:
+        """Whether an issued or revoking grant holds `lease_ref`."""
+        try:
+            return bool(self._redis.hexists(self.lease_index_key(engine), lease_ref))
+        except redis.RedisError as exc:
+            raise StateUnavailable(f"cannot read lease index: {type(exc).__name__}") from None
+
+    def drop_lease(self, engine: str, lease_ref: str) -> None:
+        """Remove an index entry whose grant is gone or final."""
+        try:
+            self._redis.hdel(self.lease_index_key(engine), lease_ref)
+        except redis.RedisError as exc:
+            raise StateUnavailable(f"cannot update lease index: {type(exc).__name__}") from None
+
+    def index_leases_once(self) -> int:
+        """Index the leases of grants on the ledger, once per Redis (grants recorded before the
+        index existed would otherwise look like orphans); how many were added."""
+        marker = f"{self._prefix}:leases:indexed"
+        try:
+            if self._redis.exists(marker):
+                return 0
+            added = 0
+            for grant_id in self._ledger.members():
+                grant = self.get(grant_id)
+                if grant and grant.lease_ref and grant.state in LEASE_HOLDING_STATES:
+                    self._redis.hset(
+                        self.lease_index_key(grant.engine), grant.lease_ref, grant.grant_id
+                    )
+                    added += 1
+            self._redis.set(marker, "1")
+        except redis.RedisError as exc:
+            raise StateUnavailable(f"cannot index leases: {type(exc).__name__}") from None
+        return added
+
     def _idempotency_key(self, workload: str, key: str) -> str:
         digest = hashlib.sha256(key.encode()).hexdigest()
         return f"{self._prefix}:idem:{workload}:{digest}"
+
+
+def _revoking_since(grant: GrantRecord) -> str:
+    if grant.state != GrantState.revoking:
+        return ""
+    since = grant.revocation_requested_at or grant.created_at
+    return repr(since.timestamp())
 
 
 def _text(value: bytes | str | None) -> str:

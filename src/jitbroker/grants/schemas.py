@@ -51,6 +51,7 @@ class RevokeReason(StrEnum):
     workload_removed = "workload_removed"
     incident_revoke = "incident_revoke"
     issue_failed = "issue_failed"
+    lease_lost = "lease_lost"
     heartbeat_missed = "heartbeat_missed"
 
 

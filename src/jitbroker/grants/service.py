@@ -35,6 +35,7 @@ from jitbroker.grants.schemas import (
 )
 from jitbroker.identity.schemas import WorkloadIdentity, same_person
 from jitbroker.policy.schemas import Decision, PolicyInput
+from jitbroker.revocation.failures import ensure_revocation_capacity
 from jitbroker.revocation.service import request_revocation
 from jitbroker.routes.service import open_route
 from jitbroker.tasks.schemas import TaskRecord, TaskState
@@ -418,6 +419,7 @@ def _issue(
     if ttl_seconds < 1:
         raise Conflict(f"task {task.task_id} ends in less than a second; open a new task")
     try:
+        ensure_revocation_capacity(broker, profile=profile)
         credential = engine.issue(
             profile,
             binding,

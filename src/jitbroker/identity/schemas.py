@@ -2,8 +2,11 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
+
+from jitbroker.errors import Forbidden
 
 
 @dataclass(frozen=True)
@@ -52,3 +55,9 @@ def same_person(actor: str | None, *, subject: str, email: str | None) -> bool:
     if email:
         names |= {email.casefold(), email.split("@", 1)[0].casefold()}
     return actor.casefold() in names or actor.split("@", 1)[0].casefold() in names
+
+
+def require_admin(person: HumanIdentity, admin_groups: Sequence[str]) -> None:
+    """Refuse (403) anyone outside the admin groups (`Settings.admin_groups`)."""
+    if not set(person.groups) & set(admin_groups):
+        raise Forbidden(f"this needs membership in one of {list(admin_groups)}")

@@ -16,6 +16,7 @@ NotificationEvent = Literal[
     "break_glass.used",
     "break_glass.acknowledged",
     "incident.revoke",
+    "revocation.incident",
 ]
 ALL_EVENTS = "*"
 

@@ -11,6 +11,7 @@ import redis
 
 from jitbroker.bootstrap import Broker
 from jitbroker.errors import BrokerError
+from jitbroker.revocation.reconciler import reconcile
 from jitbroker.revocation.service import sweep_expired
 from jitbroker.tasks.service import complete_silent_tasks
 from jitbroker.workloads.service import revoke_grants_of_inactive_workloads
@@ -57,6 +58,8 @@ def run_scheduler(broker: Broker, stop: threading.Event) -> None:
     lock = SchedulerLock(broker.redis, f"{prefix}:scheduler:lock", ttl_seconds=max(5 * interval, 2))
     active = False
     next_workload_check = 0.0
+    next_reconcile = 0.0
+    reconciling = threading.Thread()
     while not stop.is_set():
         try:
             holding = lock.hold()
@@ -75,6 +78,13 @@ def run_scheduler(broker: Broker, stop: threading.Event) -> None:
                     revoked = revoke_grants_of_inactive_workloads(broker)
                     if revoked.matched:
                         log.info("revoked %d grant(s) of inactive workloads", revoked.matched)
+                if time.monotonic() >= next_reconcile and not reconciling.is_alive():
+                    # In its own thread: OpenBao lookups must not hold up expiry sweeps.
+                    next_reconcile = time.monotonic() + broker.settings.reconcile_interval_seconds
+                    reconciling = threading.Thread(
+                        target=_reconcile_quietly, args=(broker,), name="reconciler", daemon=True
+                    )
+                    reconciling.start()
                 broker.redis.set(f"{prefix}:scheduler:last_success", f"{time.time():.3f}")
         except (redis.RedisError, BrokerError) as exc:
             log.warning("sweep failed, retrying: %s", exc)
@@ -83,3 +93,10 @@ def run_scheduler(broker: Broker, stop: threading.Event) -> None:
         lock.release()
     except redis.RedisError:
         pass
+
+
+def _reconcile_quietly(broker: Broker) -> None:
+    try:
+        reconcile(broker)
+    except Exception:  # noqa: BLE001 - the next round retries; the scheduler must keep running
+        log.exception("reconciliation failed")

@@ -12,6 +12,7 @@ from jitbroker.errors import BrokerError, DownstreamUnverified, NotFound, StateU
 from jitbroker.grants.schemas import AWAITING_STATES, GrantRecord, GrantState, RevokeReason
 from jitbroker.identity.schemas import WorkloadIdentity
 from jitbroker.notifications.service import notify
+from jitbroker.revocation.failures import note_revocation_failure
 from jitbroker.revocation.receipts import ReceiptCheck, RevocationReceipt, TaskReceipts
 from jitbroker.revocation.verification import verify_revoked
 
@@ -222,6 +223,7 @@ def _note_failure(broker: Broker, grant: GrantRecord, exc: BrokerError) -> None:
     except BrokerError:
         pass  # the attempt count is informative; the retry matters more
     _audit(broker, "grant.revocation_failed", grant, outcome="retrying", reason=exc.detail)
+    note_revocation_failure(broker, grant=grant, error=exc.detail)
 
 
 def sweep_expired(broker: Broker, *, now: float | None = None) -> list[str]:

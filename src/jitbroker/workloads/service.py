@@ -10,9 +10,9 @@ from collections.abc import Iterable, Iterator
 from jitbroker.audit.events import AuditEvent, RequestContext
 from jitbroker.bootstrap import Broker
 from jitbroker.config import WorkloadConfig
-from jitbroker.errors import BrokerError, Forbidden, NotFound, StateUnavailable, WorkloadSuspended
+from jitbroker.errors import BrokerError, NotFound, StateUnavailable, WorkloadSuspended
 from jitbroker.grants.schemas import GrantRecord, GrantState, RevokeReason
-from jitbroker.identity.schemas import HumanIdentity
+from jitbroker.identity.schemas import HumanIdentity, require_admin
 from jitbroker.notifications.service import notify
 from jitbroker.revocation.service import request_revocation
 from jitbroker.workloads.repository import WorkloadRepository
@@ -45,7 +45,7 @@ def ensure_workload_active(broker: Broker, *, workload_id: str) -> None:
 
 def describe_workload(broker: Broker, *, admin: HumanIdentity, workload_id: str) -> WorkloadView:
     """The workload's state, its suspension if any, and how many live grants it holds."""
-    _require_admin(broker, admin)
+    require_admin(admin, broker.settings.admin_groups)
     workload = _registered(broker, workload_id)
     live = sum(1 for grant in _live_grants(broker) if grant.workload == workload_id)
     return _view(workload, _repository(broker).suspension(workload_id), live)
@@ -60,7 +60,7 @@ def suspend_workload(
     context: RequestContext,
 ) -> SuspendedView:
     """Record the suspension, then revoke every live grant of the workload; safe to repeat."""
-    _require_admin(broker, admin)
+    require_admin(admin, broker.settings.admin_groups)
     _registered(broker, workload_id)
     suspension = Suspension(
         workload=workload_id,
@@ -97,7 +97,7 @@ def resume_workload(
     broker: Broker, *, admin: HumanIdentity, workload_id: str, context: RequestContext
 ) -> WorkloadView:
     """Lift the suspension: the workload may open tasks and request grants again."""
-    _require_admin(broker, admin)
+    require_admin(admin, broker.settings.admin_groups)
     workload = _registered(broker, workload_id)
     if _repository(broker).resume(workload_id):
         broker.audit.record(
@@ -117,7 +117,7 @@ def revoke_matching(
     broker: Broker, *, admin: HumanIdentity, selector: RevokeSelector, context: RequestContext
 ) -> RevocationCounts:
     """Revoke every live grant the selector matches: the incident-response button."""
-    _require_admin(broker, admin)
+    require_admin(admin, broker.settings.admin_groups)
     grants = (grant for grant in _live_grants(broker) if _matches(selector, grant))
     counts, failed = _revoke_all(
         broker, grants, reason=RevokeReason.incident_revoke, context=context
@@ -202,11 +202,6 @@ def revoke_grants_of_inactive_workloads(broker: Broker) -> RevocationCounts:
             )
         )
     return total
-
-
-def _require_admin(broker: Broker, admin: HumanIdentity) -> None:
-    if not set(admin.groups) & set(broker.settings.admin_groups):
-        raise Forbidden(f"this needs membership in one of {broker.settings.admin_groups}")
 
 
 def _registered(broker: Broker, workload_id: str) -> WorkloadConfig:
