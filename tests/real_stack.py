@@ -113,7 +113,13 @@ def openbao_addr(openbao_process: subprocess.Popen[bytes], openbao_port: int) ->
 
 
 @pytest.fixture(scope="session")
-def settings(config_dir: Path, openbao_addr: str) -> Settings:
+def audit_file(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """The audit JSON-lines file every process of the stack appends to."""
+    return tmp_path_factory.mktemp("audit") / "audit.jsonl"
+
+
+@pytest.fixture(scope="session")
+def settings(config_dir: Path, openbao_addr: str, audit_file: Path) -> Settings:
     return Settings(
         config_dir=config_dir,
         redis_url=STATE_REDIS_URL,
@@ -126,7 +132,11 @@ def settings(config_dir: Path, openbao_addr: str) -> Settings:
         sweep_interval_seconds=0.1,
         revocation_redelivery_seconds=5,
         complete_wait_seconds=20,
+        # Frequent, so the governance tests see an overdue review acted on within a second.
+        review_check_interval_seconds=0.5,
         audit_stdout=False,
+        audit_file=audit_file,
+        audit_checkpoint_every=5,
         signing_key_file=config_dir / "keys" / "broker-signing-key.pem",
     )
 
@@ -143,8 +153,11 @@ def process_env(settings: Settings) -> dict[str, str]:
         "JITBROKER_VAULT_TIMEOUT_SECONDS": str(settings.vault_timeout_seconds),
         "JITBROKER_SWEEP_INTERVAL_SECONDS": str(settings.sweep_interval_seconds),
         "JITBROKER_REVOCATION_REDELIVERY_SECONDS": str(settings.revocation_redelivery_seconds),
+        "JITBROKER_REVIEW_CHECK_INTERVAL_SECONDS": str(settings.review_check_interval_seconds),
         WEBHOOK_SECRET_ENV: WEBHOOK_SECRET,
         "JITBROKER_SIGNING_KEY_FILE": str(settings.signing_key_file),
+        "JITBROKER_AUDIT_FILE": str(settings.audit_file or ""),
+        "JITBROKER_AUDIT_CHECKPOINT_EVERY": str(settings.audit_checkpoint_every),
         DEMO_MONITOR_DSN_ENV: POSTGRES_ADMIN,
     }
 
@@ -202,6 +215,9 @@ def scheduler(settings: Settings, demo_openbao: VaultClient, logs_dir: Path) -> 
 def state_redis(settings: Settings) -> redis.Redis:
     client = redis.Redis.from_url(settings.redis_url)
     client.flushdb()
+    if settings.audit_file is not None:
+        # The chain restarts with the state, so the file starts over with it.
+        settings.audit_file.unlink(missing_ok=True)
     return client
 
 

@@ -3,14 +3,13 @@
 from __future__ import annotations
 
 import functools
-import sys
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 
 import redis
 
-from jitbroker.audit.log import AuditLog
+from jitbroker.audit.log import AuditLog, build_audit_log
 from jitbroker.config import BrokerConfig, Settings, load_config
 from jitbroker.engines.base import CredentialEngine
 from jitbroker.engines.database import DatabaseEngine
@@ -82,6 +81,7 @@ def build_broker(
     ledger = ExpiryLedger(client, f"{prefix}:ledger")
     tasks = TaskRepository(client, prefix)
     backlog = RevocationBacklogRepository(client, prefix)
+    signing_key = BrokerSigningKey.load_or_create(settings.signing_key_file)
     if revocations is None or notifications is None:
         celery = create_celery(settings)
         if revocations is None:
@@ -96,15 +96,13 @@ def build_broker(
         engines={"database": DatabaseEngine(vault), "token": TokenEngine(vault)},
         verifier=TokenVerifier(config),
         policy=PolicyEngine(config.rules),
-        audit=AuditLog(
-            client, f"{prefix}:audit", stdout=sys.stdout if settings.audit_stdout else None
-        ),
+        audit=build_audit_log(settings, client, signing_key=signing_key),
         tasks=tasks,
         grants=GrantRepository(client, prefix, tasks=tasks, ledger=ledger, backlog=backlog),
         ledger=ledger,
         heartbeats=ExpiryLedger(client, f"{prefix}:heartbeats"),
         revocation_stats=RevocationStats(client, f"{prefix}:stats:revocations"),
-        signing_key=BrokerSigningKey.load_or_create(settings.signing_key_file),
+        signing_key=signing_key,
         routes=RouteRepository(client, prefix),
         receipts=ReceiptRepository(client, prefix),
         revocation_backlog=backlog,

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import re
+from datetime import date
 from pathlib import Path
 from typing import Annotated, Any, Literal
 
@@ -39,6 +40,15 @@ DURATION = re.compile(r"^(\d+)([smhd]?)$")
 DURATION_UNITS = {"s": 1, "m": 60, "h": 3600, "d": 86400}
 LOOPBACK_HTTP = ("http://127.0.0.1:", "http://127.0.0.1/", "http://localhost:", "http://[::1]:")
 SLUG = re.compile(r"^[a-z0-9][a-z0-9._-]{0,62}$")
+Capability = Literal["read", "write", "admin", "impersonation", "cross_tenant"]
+WorkloadKind = Literal["pipeline", "agent", "service", "integration"]
+# A scope named like a capability gets that capability; any other name must declare its own.
+CAPABILITY_OF_SCOPE_NAME: dict[str, Capability] = {
+    "read": "read",
+    "write": "write",
+    "admin": "admin",
+}
+DEFAULT_REVIEW_EVERY_SECONDS = 90 * 86400
 
 
 class Settings(BaseSettings):
@@ -70,16 +80,25 @@ class Settings(BaseSettings):
     idempotency_ttl_seconds: int = Field(default=86400, gt=0)
     idempotency_claim_seconds: int = Field(default=60, gt=0)
     approval_issue_window_seconds: int = Field(default=600, gt=0)
+    review_grace_seconds: int = Field(default=7 * 86400, ge=0)
+    review_check_interval_seconds: float = Field(default=60.0, gt=0)
     long_poll_max_seconds: int = Field(default=60, gt=0)
     break_glass_min_justification: int = Field(default=20, ge=1)
     admin_groups: list[str] = Field(default_factory=lambda: ["platform-admins"])
     audit_stdout: bool = True
+    audit_file: Path | None = Path(".dev/audit.jsonl")
+    audit_checkpoint_every: int = Field(default=100, gt=0)
     log_level: str = "INFO"
 
     @property
     def task_queue_url(self) -> str:
         """Where Celery messages go: `celery_broker_url`, else the state Redis."""
         return self.celery_broker_url or self.redis_url
+
+    @field_validator("audit_file", mode="before")
+    @classmethod
+    def _blank_audit_file_disables_it(cls, value: Any) -> Any:
+        return None if value == "" else value
 
 
 class IssuerConfig(BaseModel):
@@ -116,6 +135,19 @@ class IssuerConfig(BaseModel):
         return self
 
 
+def _seconds(value: Any) -> Any:
+    """Accept 90, "90s", "15m", "2h" or "1d" for a duration in seconds."""
+    if isinstance(value, str):
+        match = DURATION.match(value.strip())
+        if not match:
+            raise ValueError(f"{value!r} is not a duration like 90, '90s', '15m', '2h' or '1d'")
+        return int(match.group(1)) * DURATION_UNITS[match.group(2) or "s"]
+    return value
+
+
+Seconds = Annotated[int, BeforeValidator(_seconds), Field(gt=0)]
+
+
 class WorkloadConfig(BaseModel):
     """A registered workload, bound to tokens by issuer + subject + exact-match claims."""
 
@@ -127,11 +159,33 @@ class WorkloadConfig(BaseModel):
     audience: str | None = None
     claims: dict[str, str | int | bool] = Field(default_factory=dict)
     description: str = ""
+    owner_team: str = ""
+    custodian: str = ""
+    backup_approver: str = ""
+    purpose: str = ""
+    environment: str = "dev"
+    kind: WorkloadKind | None = None
+    review_every: Seconds = DEFAULT_REVIEW_EVERY_SECONDS
+    expires_on: date | None = None
 
-    @field_validator("id")
+    @field_validator("id", "environment")
     @classmethod
     def _slug(cls, value: str) -> str:
         return _check_slug(value)
+
+    @field_validator("owner_team", "custodian", "backup_approver", "purpose")
+    @classmethod
+    def _stripped(cls, value: str) -> str:
+        return value.strip()
+
+    @property
+    def missing_inventory(self) -> list[str]:
+        """The accountability fields left empty; any of them makes the workload `unowned`."""
+        return [name for name in ("owner_team", "purpose") if not getattr(self, name)]
+
+    @property
+    def unowned(self) -> bool:
+        return bool(self.missing_inventory)
 
 
 class ScopeBinding(BaseModel):
@@ -141,11 +195,25 @@ class ScopeBinding(BaseModel):
 
     name: str
     role: str = Field(min_length=1)
+    capabilities: list[Capability] = Field(default_factory=list)
 
     @field_validator("name")
     @classmethod
     def _slug(cls, value: str) -> str:
         return _check_slug(value)
+
+    @model_validator(mode="after")
+    def _capabilities_known(self) -> ScopeBinding:
+        if not self.capabilities:
+            default = CAPABILITY_OF_SCOPE_NAME.get(self.name)
+            if default is None:
+                raise ValueError(
+                    f"scope {self.name!r} needs `capabilities` (a subset of "
+                    "read, write, admin, impersonation, cross_tenant); only scopes named read, "
+                    "write or admin get one by default"
+                )
+            self.capabilities = [default]
+        return self
 
 
 class ProfileConfig(BaseModel):
@@ -162,8 +230,9 @@ class ProfileConfig(BaseModel):
     scopes: list[ScopeBinding] = Field(min_length=1)
     monitor_dsn_env: str | None = Field(default=None, pattern=r"^[A-Z_][A-Z0-9_]*$")
     description: str = ""
+    environment: str = "dev"
 
-    @field_validator("id")
+    @field_validator("id", "environment")
     @classmethod
     def _slug(cls, value: str) -> str:
         return _check_slug(value)
@@ -192,18 +261,13 @@ class ProfileConfig(BaseModel):
         order = self.scope_names()
         return self.scopes[max(order.index(s) for s in scopes)]
 
-
-def _seconds(value: Any) -> Any:
-    """Accept 90, "90s", "15m", "2h" or "1d" for a duration in seconds."""
-    if isinstance(value, str):
-        match = DURATION.match(value.strip())
-        if not match:
-            raise ValueError(f"{value!r} is not a duration like 90, '90s', '15m', '2h' or '1d'")
-        return int(match.group(1)) * DURATION_UNITS[match.group(2) or "s"]
-    return value
-
-
-Seconds = Annotated[int, BeforeValidator(_seconds), Field(gt=0)]
+    def capabilities_of(self, scopes: list[str]) -> list[Capability]:
+        """Every capability the named scopes grant, without repeats, in profile order."""
+        found: list[Capability] = []
+        for binding in self.scopes:
+            if binding.name in scopes:
+                found += [c for c in binding.capabilities if c not in found]
+        return found
 
 
 class RuleConfig(BaseModel):
@@ -221,14 +285,20 @@ class RuleConfig(BaseModel):
     approval_ttl: Seconds = 900
     break_glass: bool = False
     break_glass_max_ttl: Seconds = 900
+    allow_privileged: bool = False
     _program: Any = PrivateAttr(default=None)
 
     @model_validator(mode="after")
     def _approval_fields_fit_the_effect(self) -> RuleConfig:
         if self.effect == "require_approval" and not self.approver_groups:
             raise ValueError("a require_approval rule needs approver_groups")
-        if self.effect != "require_approval" and (self.approver_groups or self.break_glass):
-            raise ValueError("approver_groups and break_glass only apply to require_approval")
+        if self.effect != "require_approval" and self.break_glass:
+            raise ValueError("break_glass only applies to require_approval")
+        # On an allow rule, approver_groups approve the privileged requests it matches.
+        if self.effect == "deny" and self.approver_groups:
+            raise ValueError("approver_groups only apply to require_approval and allow")
+        if self.effect != "allow" and self.allow_privileged:
+            raise ValueError("allow_privileged only applies to allow")
         return self
 
     @field_validator("name")
@@ -295,6 +365,7 @@ class PolicyTestCase(BaseModel):
     context: dict[str, Any] = Field(default_factory=dict)
     expect: Literal["allow", "deny", "require_approval"]
     rule: str | None = None
+    signed_off: bool = True
 
 
 SECTIONS: dict[str, type[BaseModel]] = {

@@ -26,6 +26,11 @@ GRANTS_ISSUED = Counter("jitbroker_grants_issued_total", "Credentials issued", [
 ISSUANCE_FAILURES = Counter(
     "jitbroker_issuance_failures_total", "Issuances that failed and were rolled back", ["profile"]
 )
+AUDIT_SINK_FAILURES = Counter(
+    "jitbroker_audit_sink_failures_total",
+    "Audit records a sink failed to take (redis: the record is outside the hash chain)",
+    ["sink"],
+)
 ISSUANCE_SECONDS = Histogram(
     "jitbroker_issuance_seconds",
     "Time to issue and record a credential",

@@ -118,6 +118,12 @@ class WebhookReceiver(ThreadingHTTPServer):
             p for p in posts if p.path == path and p.document["fields"].get("grant_id") == grant_id
         ]
 
+    def posts_of_event(self, path: str, event: str) -> list[ReceivedPost]:
+        """Every POST to `path` of one notification event, oldest first."""
+        with self._lock:
+            posts = list(self._posts)
+        return [p for p in posts if p.path == path and p.document["event"] == event]
+
 
 class ReceiverHandler(BaseHTTPRequestHandler):
     server: WebhookReceiver

@@ -144,3 +144,26 @@ def _sessions_of(user: str) -> int:
             "SELECT count(*) FROM pg_stat_activity WHERE usename = %s", (user,)
         ).fetchone()
     return int(row[0]) if row else 0
+
+
+def test_gateway_header_form_needs_the_credential_not_just_a_grant_id(
+    client: TestClient, pipeline_auth: dict[str, str]
+) -> None:
+    grant = issued(client, pipeline_auth)
+    url = "/v1/authz/http/api/orders/1"
+    host = {"host": "orders.internal", "x-forwarded-proto": "https"}
+    credential = {"authorization": f"Bearer {grant['credential']['password']}"}
+
+    with_grant_id_only = client.get(url, headers={**host, "x-jitbroker-grant": grant["grant_id"]})
+    with_credential = client.get(url, headers={**host, **credential})
+    other_api = client.get(url, headers={**host, **credential, "x-original-uri": "/admin/1"})
+    with_dot_segments = client.get(
+        url, headers={**host, **credential, "x-original-uri": "/api/..%2fadmin"}
+    )
+
+    assert with_grant_id_only.status_code == 403
+    assert with_credential.status_code == 200
+    assert with_credential.headers["x-jitbroker-workload"] == "demo-pipeline"
+    assert other_api.status_code == 403
+    assert with_dot_segments.status_code == 403
+    assert with_dot_segments.json()["reason"] == "the request path is not canonical"

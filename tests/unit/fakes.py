@@ -115,6 +115,7 @@ def memory_broker(config_dir: Path) -> tuple[Broker, FakeEngine, InMemoryRevocat
         vault_addr="http://127.0.0.1:9",
         vault_token=SecretStr("unused"),
         audit_stdout=False,
+        audit_file=config_dir.parent / "audit.jsonl",
         signing_key_file=config_dir / "keys" / "broker-signing-key.pem",
     )
     queue = InMemoryRevocationQueue()

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Callable
+from datetime import date
 from pathlib import Path
 from typing import Any
 
@@ -258,3 +259,86 @@ def test_jwks_url_over_plain_http_off_loopback_is_rejected(
 
     with pytest.raises(ConfigError, match="jwks_url must use https://"):
         load_config(write_config(valid_files))
+
+
+def test_workload_inventory_fields_load_with_a_duration_and_a_date(
+    make_config: MakeConfig, valid_files: ConfigFiles
+) -> None:
+    valid_files["workloads.yaml"]["workloads"][0] = workload(
+        "deployer",
+        owner_team="payments",
+        custodian="sam@example.test",
+        backup_approver="kim@example.test",
+        purpose="deploys the payments API",
+        environment="prod",
+        kind="pipeline",
+        review_every="30d",
+        expires_on="2031-01-31",
+    )
+
+    deployer = make_config(valid_files).workloads["deployer"]
+
+    assert (deployer.owner_team, deployer.environment, deployer.kind) == (
+        "payments",
+        "prod",
+        "pipeline",
+    )
+    assert deployer.review_every == 30 * 86400
+    assert deployer.expires_on == date(2031, 1, 31)
+    assert deployer.unowned is False
+
+
+def test_workload_without_owner_team_or_purpose_loads_as_unowned_in_dev(
+    make_config: MakeConfig, valid_files: ConfigFiles
+) -> None:
+    ops = make_config(valid_files).workloads["ops"]
+
+    assert ops.unowned is True
+    assert ops.missing_inventory == ["owner_team", "purpose"]
+    assert (ops.environment, ops.review_every) == ("dev", 90 * 86400)
+
+
+def test_scopes_named_read_write_admin_get_that_capability_by_default(
+    make_config: MakeConfig, valid_files: ConfigFiles
+) -> None:
+    profile = make_config(valid_files).profiles["demo-db"]
+
+    assert [scope.capabilities for scope in profile.scopes] == [["read"], ["write"]]
+    assert profile.environment == "dev"
+
+
+def test_scope_with_another_name_must_declare_its_capabilities(
+    write_config: WriteConfig, valid_files: ConfigFiles
+) -> None:
+    valid_files["profiles.yaml"]["profiles"][0]["scopes"].append({"name": "su", "role": "su"})
+
+    message = config_error(write_config, valid_files)
+
+    assert message.startswith("profiles.yaml: profiles[0] (id 'demo-db'): field 'scopes.2'")
+    assert "scope 'su' needs `capabilities`" in message
+
+
+def test_unknown_capability_is_refused(write_config: WriteConfig, valid_files: ConfigFiles) -> None:
+    valid_files["profiles.yaml"]["profiles"][0]["scopes"][0]["capabilities"] = ["root"]
+
+    message = config_error(write_config, valid_files)
+
+    assert "field 'scopes.0.capabilities.0'" in message
+
+
+def test_allow_rule_may_name_approver_groups_for_privileged_requests(
+    make_config: MakeConfig, valid_files: ConfigFiles
+) -> None:
+    valid_files["policy.yaml"]["rules"][0]["approver_groups"] = ["dba"]
+
+    assert make_config(valid_files).rules[0].approver_groups == ["dba"]
+
+
+def test_allow_privileged_on_a_deny_rule_is_refused(
+    write_config: WriteConfig, valid_files: ConfigFiles
+) -> None:
+    valid_files["policy.yaml"]["rules"][0].update(effect="deny", allow_privileged=True)
+
+    message = config_error(write_config, valid_files)
+
+    assert "allow_privileged only applies to allow" in message

@@ -6,6 +6,7 @@ from datetime import datetime
 
 from pydantic import BaseModel, ConfigDict, Field
 
+from jitbroker.config import ProfileConfig, WorkloadConfig
 from jitbroker.grants.schemas import ApprovalVote, GrantRecord, GrantState
 from jitbroker.tasks.schemas import TaskRecord
 
@@ -54,9 +55,21 @@ class ApprovalItem(BaseModel):
     seconds_left: int
     break_glass: bool
     reviewed: bool
+    privileged: bool
+    capabilities: list[str]
+    environment: str | None
+    owner_team: str | None
 
     @classmethod
-    def of(cls, grant: GrantRecord, task: TaskRecord | None, now: datetime) -> ApprovalItem:
+    def of(
+        cls,
+        grant: GrantRecord,
+        task: TaskRecord | None,
+        now: datetime,
+        *,
+        profile: ProfileConfig | None = None,
+        workload: WorkloadConfig | None = None,
+    ) -> ApprovalItem:
         assert grant.approval is not None
         return cls(
             grant_id=grant.grant_id,
@@ -80,4 +93,8 @@ class ApprovalItem(BaseModel):
             seconds_left=max(0, int((grant.approval.expires_at - now).total_seconds())),
             break_glass=grant.break_glass,
             reviewed=grant.break_glass_review is not None,
+            privileged=bool(grant.decision.get("privileged", False)),
+            capabilities=list(profile.capabilities_of(grant.scopes)) if profile else [],
+            environment=workload.environment if workload else None,
+            owner_team=(workload.owner_team or None) if workload else None,
         )

@@ -11,6 +11,7 @@ from jitbroker.errors import Conflict, Forbidden, InvalidRequest, NotFound, Stat
 from jitbroker.grants.schemas import ApprovalVote, BreakGlassReview, GrantRecord, GrantState
 from jitbroker.identity.schemas import HumanIdentity, same_person
 from jitbroker.notifications.service import notify
+from jitbroker.tasks.schemas import TaskRecord
 
 MAX_CAS_ATTEMPTS = 20
 
@@ -31,14 +32,27 @@ def list_for_approver(
         if not set(approver.groups) & set(grant.approval.approver_groups):
             continue
         task = broker.tasks.get(grant.task_id)
-        items.append(ApprovalItem.of(grant, task, now))
+        items.append(_item(broker, grant, task, now))
     return sorted(items, key=lambda item: item.created_at)
 
 
 def get_for_approver(broker: Broker, *, approver: HumanIdentity, grant_id: str) -> ApprovalItem:
     """One request as an approver sees it (404 unless the approver's groups may decide it)."""
     grant = _decidable(broker, approver, grant_id)
-    return ApprovalItem.of(grant, broker.tasks.get(grant.task_id), broker.clock())
+    return _item(broker, grant, broker.tasks.get(grant.task_id), broker.clock())
+
+
+def _item(
+    broker: Broker, grant: GrantRecord, task: TaskRecord | None, now: datetime
+) -> ApprovalItem:
+    """The request with its privilege and the workload's environment and owner from the config."""
+    return ApprovalItem.of(
+        grant,
+        task,
+        now,
+        profile=broker.config.profiles.get(grant.profile),
+        workload=broker.config.workloads.get(grant.workload),
+    )
 
 
 def approve(
@@ -289,6 +303,7 @@ def _fields(grant: GrantRecord) -> dict[str, object]:
         "ttl_seconds": grant.requested_ttl_seconds,
         "justification": grant.justification,
         "rule": grant.decision.get("rule"),
+        "privileged": bool(grant.decision.get("privileged", False)),
         "state": grant.state.value,
         "approvers": [v.approver for v in grant.votes],
         "break_glass": grant.break_glass,

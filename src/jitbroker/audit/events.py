@@ -1,4 +1,4 @@
-"""The audit event model (fields for the hash chain are reserved: `seq`, `prev_hash`)."""
+"""The audit event model; `seq`, `prev_hash` and `hash` are filled in by the hash chain."""
 
 from __future__ import annotations
 
@@ -30,6 +30,9 @@ EventType = Literal[
     "workload.suspended",
     "workload.resumed",
     "workload.removed",
+    "workload.retired",
+    "workload.signed_off",
+    "workload.reviewed",
     "incident.revoke",
     "revocation.incident",
     "reconcile.orphan_revoked",
@@ -62,3 +65,4 @@ class AuditEvent(BaseModel):
     details: dict[str, Any] = Field(default_factory=dict)
     seq: int | None = None
     prev_hash: str | None = None
+    hash: str | None = None

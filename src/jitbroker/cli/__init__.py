@@ -12,6 +12,8 @@ from typing import Annotated
 import typer
 
 from jitbroker.cli.approvals import approvals_app
+from jitbroker.cli.audit import audit_app
+from jitbroker.cli.inventory import report_app, reviews_app, workloads_app
 from jitbroker.cli.policy import policy_app
 from jitbroker.cli.receipts import receipt_app
 from jitbroker.config import Settings, load_config
@@ -25,6 +27,10 @@ app.add_typer(dev_app, name="dev")
 app.add_typer(policy_app, name="policy")
 app.add_typer(approvals_app, name="approvals")
 app.add_typer(receipt_app, name="receipt")
+app.add_typer(audit_app, name="audit")
+app.add_typer(workloads_app, name="workloads")
+app.add_typer(reviews_app, name="reviews")
+app.add_typer(report_app, name="report")
 
 
 def _setup_logging(settings: Settings) -> None:
@@ -118,6 +124,13 @@ def config_check(
         f"{path}: {len(config.issuers)} issuers, {len(config.workloads)} workloads, "
         f"{len(config.profiles)} profiles, {len(config.rules)} rules: OK"
     )
+    for workload in config.workloads.values():
+        if workload.unowned:
+            typer.echo(
+                f"note: workload {workload.id!r} is unowned (no "
+                f"{' and '.join(workload.missing_inventory)}); it gets nothing in prod",
+                err=True,
+            )
 
 
 @dev_app.command("token")

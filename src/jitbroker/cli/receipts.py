@@ -27,7 +27,7 @@ def verify(
     """Exit 0 only if every receipt in FILE carries a valid signature by the broker's key."""
     try:
         document: Any = json.loads(receipt_file.read_text())
-        keys = _keys(key_file, api)
+        keys = public_keys(key_file, api)
     except (OSError, ValueError, httpx.HTTPError) as exc:
         typer.echo(f"cannot verify: {exc}", err=True)
         raise typer.Exit(2) from None
@@ -45,7 +45,8 @@ def verify(
     raise typer.Exit(0 if all_valid else 1)
 
 
-def _keys(key_file: Path | None, api: str | None) -> list[dict[str, str]]:
+def public_keys(key_file: Path | None, api: str | None) -> list[dict[str, str]]:
+    """The broker's public keys from a saved JWKS (or single JWK) file, or from a broker."""
     if key_file is not None:
         document = json.loads(key_file.read_text())
     elif api is not None:

@@ -36,6 +36,7 @@ CREATE_USER = (
 )
 # Sessions die first, then privileges, then the role: a revoked user keeps no open connection.
 REVOKE_USER = [
+    'ALTER ROLE "{{name}}" NOLOGIN;',
     "SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE usename = '{{name}}';",
     f'REVOKE ALL ON ALL TABLES IN SCHEMA {DEMO_SCHEMA} FROM "{{{{name}}}}";',
     f'REVOKE ALL ON ALL SEQUENCES IN SCHEMA {DEMO_SCHEMA} FROM "{{{{name}}}}";',

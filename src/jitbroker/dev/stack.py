@@ -13,6 +13,7 @@ from pathlib import Path
 import httpx
 import redis
 
+from jitbroker.audit.repository import AuditStream
 from jitbroker.config import Settings, load_config
 from jitbroker.dev.openbao import (
     DEMO_MONITOR_DSN_ENV,
@@ -84,6 +85,7 @@ def run_stack() -> int:
         "JITBROKER_VAULT_ADDR": f"http://{VAULT_ADDR}",
         "JITBROKER_VAULT_TOKEN": DEV_ROOT_TOKEN,
         "JITBROKER_SIGNING_KEY_FILE": str(state / "broker-signing-key.pem"),
+        "JITBROKER_AUDIT_FILE": str(state / "audit.jsonl"),
         DEMO_MONITOR_DSN_ENV: POSTGRES_ADMIN,
     }
     os.environ.update(env)
@@ -100,6 +102,7 @@ def run_stack() -> int:
     signal.signal(signal.SIGTERM, request_stop)
     try:
         _start_redis(stack, env)
+        _set_aside_audit_file_of_a_lost_chain(settings)
         stack.start(
             "openbao",
             [
@@ -151,6 +154,16 @@ def run_stack() -> int:
     finally:
         print("\nstopping jitbroker dev stack…", file=sys.stderr)
         stack.stop()
+
+
+def _set_aside_audit_file_of_a_lost_chain(settings: Settings) -> None:
+    """A fresh Redis starts a fresh chain: move the old file aside so the two stay one chain."""
+    path = settings.audit_file
+    client = redis.Redis.from_url(REDIS_URL, socket_connect_timeout=1)
+    if path is None or not path.exists() or not path.stat().st_size:
+        return
+    if AuditStream(client, settings.key_prefix).current_head().seq == 0:
+        path.rename(path.with_name(f"{path.stem}-{int(time.time())}{path.suffix}"))
 
 
 def _start_redis(stack: Stack, env: dict[str, str]) -> None:

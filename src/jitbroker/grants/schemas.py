@@ -97,7 +97,7 @@ class GrantRecord(VersionedModel):
     justification: str
     requested_ttl_seconds: int
     state: GrantState
-    decision: dict[str, str]
+    decision: dict[str, Any]
     created_at: datetime
     issued_at: datetime | None = None
     expires_at: datetime | None = None
@@ -237,7 +237,7 @@ class GrantView(BaseModel):
     state: GrantState
     destination: str
     justification: str
-    decision: dict[str, str]
+    decision: dict[str, Any]
     requested_ttl_seconds: int
     lease_ttl_seconds: int | None = None
     created_at: datetime

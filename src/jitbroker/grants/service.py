@@ -34,6 +34,8 @@ from jitbroker.grants.schemas import (
     RevokeReason,
 )
 from jitbroker.identity.schemas import WorkloadIdentity, same_person
+from jitbroker.inventory.service import record_use, sign_off_state
+from jitbroker.policy.guards import governed_decision, workload_facts
 from jitbroker.policy.schemas import Decision, PolicyInput
 from jitbroker.revocation.failures import ensure_revocation_capacity
 from jitbroker.revocation.service import request_revocation
@@ -231,8 +233,11 @@ def _decide(
     profile: ProfileConfig,
     context: RequestContext,
 ) -> Decision:
+    registered = broker.config.workloads[workload.workload_id]
+    now = broker.clock()
     subject = PolicyInput.of(
         workload={
+            **workload_facts(registered),
             "id": workload.workload_id,
             "issuer": workload.issuer,
             "subject": workload.subject,
@@ -247,11 +252,19 @@ def _decide(
             "task_purpose": task.purpose,
         },
         profile=profile,
-        now=broker.clock(),
+        now=now,
         source_ip=context.source_ip or "",
         user_agent=context.user_agent or "",
     )
-    decision = broker.policy.decide(subject)
+    decision = governed_decision(
+        broker.policy,
+        subject,
+        workload=registered,
+        profile=profile,
+        scopes=request.scopes,
+        sign_off=sign_off_state(broker, workload=registered),
+        today=now.date(),
+    )
     metrics.GRANT_DECISIONS.labels(profile.id, decision.effect).inc()
     broker.audit.record(
         AuditEvent(
@@ -263,7 +276,12 @@ def _decide(
             rule=decision.rule,
             reason=decision.reason,
             context=context,
-            details={"scopes": request.scopes, "ttl_seconds": request.ttl_seconds},
+            details={
+                "scopes": request.scopes,
+                "ttl_seconds": request.ttl_seconds,
+                "privileged": decision.privileged,
+                "environment": registered.environment,
+            },
         )
     )
     return decision
@@ -459,6 +477,7 @@ def _issue(
         raise StateUnavailable(
             "the downstream route could not be opened, so the credential was revoked"
         ) from None
+    record_use(broker, grant=grant)
     metrics.GRANTS_ISSUED.labels(profile.id).inc()
     metrics.ISSUANCE_SECONDS.labels(profile.id).observe(time.monotonic() - started)
     broker.audit.record(

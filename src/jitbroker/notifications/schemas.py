@@ -17,6 +17,9 @@ NotificationEvent = Literal[
     "break_glass.acknowledged",
     "incident.revoke",
     "revocation.incident",
+    "review.due",
+    "review.overdue",
+    "workload.retired",
 ]
 ALL_EVENTS = "*"
 

@@ -17,6 +17,10 @@ class PolicyEngine:
     def __init__(self, rules: list[RuleConfig]) -> None:
         self.rules = list(rules)
 
+    def rule_named(self, name: str) -> RuleConfig | None:
+        """The rule with this name (names are unique), or None for built-in decisions."""
+        return next((rule for rule in self.rules if rule.name == name), None)
+
     def decide(self, subject: PolicyInput) -> Decision:
         """First matching rule decides; no match, or a rule that cannot be evaluated, denies."""
         activation = subject.as_activation()

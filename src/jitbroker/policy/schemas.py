@@ -42,6 +42,7 @@ class PolicyInput:
                 "destination": profile.destination,
                 "max_ttl_seconds": profile.max_ttl_seconds,
                 "scopes": profile.scope_names(),
+                "environment": profile.environment,
             },
             context={"now": now, "source_ip": source_ip, "user_agent": user_agent},
         )
@@ -74,6 +75,12 @@ class Decision:
     rule: str
     reason: str
     approval: ApprovalRequirement | None = None
+    privileged: bool = False
 
-    def as_dict(self) -> dict[str, str]:
-        return {"effect": self.effect, "rule": self.rule, "reason": self.reason}
+    def as_dict(self) -> dict[str, Any]:
+        return {
+            "effect": self.effect,
+            "rule": self.rule,
+            "reason": self.reason,
+            "privileged": self.privileged,
+        }

@@ -12,6 +12,12 @@ from jitbroker.config import BrokerConfig, PolicyTestCase, ProfileConfig, Worklo
 from jitbroker.errors import InvalidRequest
 from jitbroker.grants.schemas import GrantRequest
 from jitbroker.policy.engine import PolicyEngine
+from jitbroker.policy.guards import (
+    SignOffState,
+    governed_decision,
+    needs_sign_off,
+    workload_facts,
+)
 from jitbroker.policy.schemas import Decision, PolicyInput
 
 ModelT = TypeVar("ModelT", bound=BaseModel)
@@ -30,6 +36,7 @@ class SampleRequest(BaseModel):
     request: dict[str, Any]
     context: dict[str, Any] = Field(default_factory=dict)
     claims: dict[str, Any] = Field(default_factory=dict)
+    signed_off: bool = True
 
 
 class SampleContext(BaseModel):
@@ -71,16 +78,17 @@ class CaseResult:
 def check_request(
     config: BrokerConfig, sample: SampleRequest, *, now: datetime | None = None
 ) -> Evaluation:
-    """Decide one sample request with the config's rules, as the live grant API would."""
-    subject, notes = _policy_input(
+    """Decide one sample request with the guards and the config's rules, as the live API would."""
+    return _evaluate(
         config,
+        PolicyEngine(config.rules),
         workload_id=sample.workload,
         request=sample.request,
         context=sample.context,
         claims=sample.claims,
+        signed_off=sample.signed_off,
         now=now,
     )
-    return Evaluation(PolicyEngine(config.rules).decide(subject), notes)
 
 
 def run_policy_tests(config: BrokerConfig, *, now: datetime | None = None) -> list[CaseResult]:
@@ -89,19 +97,57 @@ def run_policy_tests(config: BrokerConfig, *, now: datetime | None = None) -> li
     results: list[CaseResult] = []
     for case in config.policy_tests:
         try:
-            subject, notes = _policy_input(
+            evaluation = _evaluate(
                 config,
+                engine,
                 workload_id=case.workload,
                 request=case.request,
                 context=case.context,
                 claims={},
+                signed_off=case.signed_off,
                 now=now,
             )
         except InvalidSampleRequest as exc:
             results.append(CaseResult(case, problem=str(exc)))
             continue
-        results.append(CaseResult(case, decision=engine.decide(subject), notes=notes))
+        results.append(CaseResult(case, decision=evaluation.decision, notes=evaluation.notes))
     return results
+
+
+def _evaluate(
+    config: BrokerConfig,
+    engine: PolicyEngine,
+    *,
+    workload_id: str,
+    request: dict[str, Any],
+    context: dict[str, Any],
+    claims: dict[str, Any],
+    signed_off: bool,
+    now: datetime | None,
+) -> Evaluation:
+    """The same guards and rules as the live API; the sign-off is assumed (or not) offline."""
+    subject, profile, notes = _policy_input(
+        config, workload_id=workload_id, request=request, context=context, claims=claims, now=now
+    )
+    workload = config.workloads[workload_id]
+    sign_off = SignOffState.not_required
+    if needs_sign_off(workload):
+        sign_off = SignOffState.signed if signed_off else SignOffState.missing
+        if signed_off and profile.environment == workload.environment:
+            notes += (
+                f"workload {workload_id!r} is in {workload.environment!r}: assuming its owner "
+                "team signed it off (the live API checks the recorded sign-off)",
+            )
+    decision = governed_decision(
+        engine,
+        subject,
+        workload=workload,
+        profile=profile,
+        scopes=subject.request["scopes"],
+        sign_off=sign_off,
+        today=subject.context["now"].date(),
+    )
+    return Evaluation(decision, notes)
 
 
 def _policy_input(
@@ -112,7 +158,7 @@ def _policy_input(
     context: dict[str, Any],
     claims: dict[str, Any],
     now: datetime | None,
-) -> tuple[PolicyInput, tuple[str, ...]]:
+) -> tuple[PolicyInput, ProfileConfig, tuple[str, ...]]:
     workload = config.workloads.get(workload_id)
     if workload is None:
         raise InvalidSampleRequest(
@@ -134,6 +180,7 @@ def _policy_input(
         )
     subject = PolicyInput.of(
         workload={
+            **workload_facts(workload),
             "id": workload.id,
             "issuer": workload.issuer,
             "subject": workload.subject,
@@ -151,7 +198,7 @@ def _policy_input(
         source_ip=sample_context.source_ip,
         user_agent=sample_context.user_agent,
     )
-    return subject, tuple(notes)
+    return subject, profile, tuple(notes)
 
 
 def _validated(model: type[ModelT], raw: dict[str, Any], where: str) -> ModelT:

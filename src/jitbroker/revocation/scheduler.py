@@ -11,6 +11,8 @@ import redis
 
 from jitbroker.bootstrap import Broker
 from jitbroker.errors import BrokerError
+from jitbroker.inventory.schemas import ReviewEnforcement
+from jitbroker.inventory.service import enforce_reviews
 from jitbroker.revocation.reconciler import reconcile
 from jitbroker.revocation.service import sweep_expired
 from jitbroker.tasks.service import complete_silent_tasks
@@ -58,6 +60,7 @@ def run_scheduler(broker: Broker, stop: threading.Event) -> None:
     lock = SchedulerLock(broker.redis, f"{prefix}:scheduler:lock", ttl_seconds=max(5 * interval, 2))
     active = False
     next_workload_check = 0.0
+    next_review_check = 0.0
     next_reconcile = 0.0
     reconciling = threading.Thread()
     while not stop.is_set():
@@ -78,6 +81,11 @@ def run_scheduler(broker: Broker, stop: threading.Event) -> None:
                     revoked = revoke_grants_of_inactive_workloads(broker)
                     if revoked.matched:
                         log.info("revoked %d grant(s) of inactive workloads", revoked.matched)
+                if time.monotonic() >= next_review_check:
+                    next_review_check = (
+                        time.monotonic() + broker.settings.review_check_interval_seconds
+                    )
+                    _log_review_enforcement(enforce_reviews(broker))
                 if time.monotonic() >= next_reconcile and not reconciling.is_alive():
                     # In its own thread: OpenBao lookups must not hold up expiry sweeps.
                     next_reconcile = time.monotonic() + broker.settings.reconcile_interval_seconds
@@ -93,6 +101,15 @@ def run_scheduler(broker: Broker, stop: threading.Event) -> None:
         lock.release()
     except redis.RedisError:
         pass
+
+
+def _log_review_enforcement(done: ReviewEnforcement) -> None:
+    if done.suspended:
+        log.warning("suspended %s: access review overdue", ", ".join(done.suspended))
+    if done.retired:
+        log.warning("retired %s: expires_on passed", ", ".join(done.retired))
+    if done.reminded:
+        log.info("access review due for %s; owners notified", ", ".join(done.reminded))
 
 
 def _reconcile_quietly(broker: Broker) -> None:

@@ -15,6 +15,7 @@ from jitbroker.notifications.service import notify
 from jitbroker.revocation.failures import note_revocation_failure
 from jitbroker.revocation.receipts import ReceiptCheck, RevocationReceipt, TaskReceipts
 from jitbroker.revocation.verification import verify_revoked
+from jitbroker.tasks.schemas import TaskState
 
 log = logging.getLogger(__name__)
 
@@ -84,7 +85,9 @@ def revoke_grant(broker: Broker, *, grant_id: str) -> GrantRecord | None:
                 continue
             return ended
         if grant.state == GrantState.issued:
-            if grant.expires_at is not None and grant.expires_at - now > EARLY_CLAIM_TOLERANCE:
+            ended_task = _task_has_ended(broker, grant)
+            early = grant.expires_at is not None and grant.expires_at - now > EARLY_CLAIM_TOLERANCE
+            if early and not ended_task and grant.expires_at is not None:
                 # Stale ledger entry: put it back at the real expiry and do nothing now, unless
                 # a revocation was requested meanwhile (its safety-net entry must not move).
                 broker.ledger.schedule(grant_id, grant.expires_at.timestamp())
@@ -92,13 +95,20 @@ def revoke_grant(broker: Broker, *, grant_id: str) -> GrantRecord | None:
                 if current is not None and current.state != GrantState.issued:
                     continue
                 return grant
+            # No credential outlives its task: a grant of an ended task goes now, whatever its TTL.
+            broker.routes.close(grant_id)
             grant.state = GrantState.revoking
-            grant.revoke_reason = RevokeReason.expired
+            grant.revoke_reason = RevokeReason.task_completed if early else RevokeReason.expired
             grant.revocation_requested_at = now
             if not broker.grants.replace(grant):
                 continue
         return _carry_out(broker, grant)
     raise StateUnavailable(f"grant {grant_id} changed too often to revoke")
+
+
+def _task_has_ended(broker: Broker, grant: GrantRecord) -> bool:
+    task = broker.tasks.get(grant.task_id)
+    return task is None or task.effective_state(broker.clock()) != TaskState.active
 
 
 def _end_unissued_request(broker: Broker, grant: GrantRecord) -> GrantRecord | None:
@@ -156,9 +166,14 @@ def _carry_out(broker: Broker, grant: GrantRecord) -> GrantRecord:
     final = (
         GrantState.expired if grant.revoke_reason == RevokeReason.expired else GrantState.revoked
     )
+    # The receipt is stored before the grant turns terminal, so no finished revocation lacks one.
+    revoked_at = broker.clock()
+    grant.revoked_at = revoked_at
+    elapsed = time.monotonic() - started
+    receipt = _signed_receipt(broker, grant, checks, elapsed)
     for _ in range(MAX_CAS_ATTEMPTS):
         grant.state = final
-        grant.revoked_at = broker.clock()
+        grant.revoked_at = revoked_at
         if broker.grants.replace(grant):
             break
         reloaded = broker.grants.get(grant.grant_id)
@@ -169,9 +184,7 @@ def _carry_out(broker: Broker, grant: GrantRecord) -> GrantRecord:
     else:
         raise StateUnavailable(f"could not record the revocation of grant {grant.grant_id}")
     broker.ledger.remove(grant.grant_id)
-    elapsed = time.monotonic() - started
     broker.revocation_stats.record_revoked(grant.profile, final.value, elapsed)
-    receipt = _signed_receipt(broker, grant, checks, elapsed)
     _audit(
         broker,
         "grant.expired" if final == GrantState.expired else "grant.revoked",

@@ -49,8 +49,12 @@ def _postgres_checks(broker: Broker, grant: GrantRecord) -> list[ReceiptCheck]:
             role = conn.execute(
                 "SELECT count(*) FROM pg_roles WHERE rolname = %s", (grant.principal,)
             ).fetchone()
+            # A session can outlive its dropped role; it then shows no usename, only a usesysid
+            # that no role has any more, so both kinds count as still live.
             sessions = conn.execute(
-                "SELECT count(*) FROM pg_stat_activity WHERE usename = %s", (grant.principal,)
+                "SELECT count(*) FROM pg_stat_activity WHERE usename = %s OR "
+                "(usesysid IS NOT NULL AND usesysid NOT IN (SELECT oid FROM pg_roles))",
+                (grant.principal,),
             ).fetchone()
     except psycopg.Error as exc:
         raise DownstreamUnverified(
@@ -67,6 +71,7 @@ def _postgres_checks(broker: Broker, grant: GrantRecord) -> list[ReceiptCheck]:
         ReceiptCheck(
             name="postgres_sessions_absent",
             status="passed" if live == 0 else "failed",
-            detail=f"pg_stat_activity has {live} session(s) of {grant.principal}",
+            detail=f"pg_stat_activity has {live} session(s) of {grant.principal} "
+            "or of a dropped role",
         ),
     ]

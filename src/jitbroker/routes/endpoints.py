@@ -47,11 +47,16 @@ def check_forwarded_request(path: str, request: Request, broker: BrokerDep) -> J
     original = headers.get("x-original-uri") or "/" + path
     bearer = headers.get("authorization", "")
     credential = bearer[7:].strip() if bearer.lower().startswith("bearer ") else None
+    # The client controls these headers: the credential is what proves the caller; a grant id
+    # header is only a hint that must name the credential's own grant.
     grant_id = headers.get(GRANT_HEADER)
-    if not grant_id and not credential:
-        return _answer(AccessDecision(allow=False, reason="no grant id or credential presented"))
+    if not credential:
+        return _answer(AccessDecision(allow=False, reason="no credential presented"))
+    destination = service.normalised_destination(scheme, host, original)
+    if destination is None:
+        return _answer(AccessDecision(allow=False, reason="the request path is not canonical"))
     check_request = AccessCheck(
-        destination=f"{scheme}://{host}{original}"[:2048],
+        destination=destination,
         grant_id=grant_id[:64] if grant_id else None,
         credential=credential[:8192] if credential else None,
     )

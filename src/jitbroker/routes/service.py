@@ -5,10 +5,12 @@ from __future__ import annotations
 import fnmatch
 import hashlib
 import hmac
+import posixpath
+import re
 
 from jitbroker.bootstrap import Broker
 from jitbroker.engines.base import IssuedCredential
-from jitbroker.grants.schemas import GrantRecord
+from jitbroker.grants.schemas import GrantRecord, GrantState
 from jitbroker.routes.schemas import AccessCheck, AccessDecision, Route
 
 
@@ -24,7 +26,7 @@ def open_route(broker: Broker, *, grant: GrantRecord, credential: IssuedCredenti
     profile = broker.config.profiles[grant.profile]
     secret = next(iter(credential.secret.values())).get_secret_value()
     broker.routes.open(
-        Route(
+        route := Route(
             grant_id=grant.grant_id,
             workload=grant.workload,
             task_id=grant.task_id,
@@ -34,6 +36,10 @@ def open_route(broker: Broker, *, grant: GrantRecord, credential: IssuedCredenti
         ),
         credential_fingerprint(broker, secret),
     )
+    # A revocation that finished while the route was being opened must not leave it open.
+    current = broker.grants.get(grant.grant_id)
+    if current is None or current.state != GrantState.issued:
+        broker.routes.close(route.grant_id)
 
 
 def close_route(broker: Broker, *, grant_id: str) -> None:
@@ -41,13 +47,33 @@ def close_route(broker: Broker, *, grant_id: str) -> None:
     broker.routes.close(grant_id)
 
 
+HOST_SHAPE = re.compile(r"^[A-Za-z0-9.-]+(:[0-9]{1,5})?$")
+
+
+def normalised_destination(scheme: str, host: str, raw_path: str) -> str | None:
+    """`scheme://host/path` without query or fragment; None for paths a backend could reinterpret
+    (dot segments, encoded slashes or dots, backslashes) or hosts that are not plain names."""
+    path = raw_path.split("?", 1)[0].split("#", 1)[0] or "/"
+    lowered = path.lower()
+    if scheme not in ("http", "https") or not HOST_SHAPE.match(host):
+        return None
+    if any(bad in lowered for bad in ("%2f", "%2e", "%5c", "\\", "//")) or not path.startswith("/"):
+        return None
+    if posixpath.normpath(path) != path.rstrip("/") and path != "/":
+        return None
+    return f"{scheme}://{host.lower()}{path}"[:2048]
+
+
 def check_access(broker: Broker, *, check: AccessCheck) -> AccessDecision:
     """Allow only a live grant with an open route whose destinations match; deny anything else."""
     grant_id = check.grant_id
-    if grant_id is None and check.credential is not None:
-        grant_id = broker.routes.grant_for(credential_fingerprint(broker, check.credential))
-        if grant_id is None:
+    if check.credential is not None:
+        holder = broker.routes.grant_for(credential_fingerprint(broker, check.credential))
+        if holder is None:
             return AccessDecision(allow=False, reason="credential is not known or no longer live")
+        if grant_id is not None and grant_id != holder:
+            return AccessDecision(allow=False, reason="the credential belongs to another grant")
+        grant_id = holder
     assert grant_id is not None
     route = broker.routes.get(grant_id)
     if route is None:

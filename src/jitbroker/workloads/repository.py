@@ -5,13 +5,23 @@ from __future__ import annotations
 import redis
 
 from jitbroker.errors import StateUnavailable
-from jitbroker.workloads.schemas import Suspension
+from jitbroker.workloads.schemas import Suspension, SuspensionCause
+
+# A suspension of another cause (say, a manual one recorded meanwhile) must survive.
+RESUME_IF_CAUSE = """
+local raw = redis.call('GET', KEYS[1])
+if raw and cjson.decode(raw)['cause'] == ARGV[1] then
+  return redis.call('DEL', KEYS[1])
+end
+return 0
+"""
 
 
 class WorkloadRepository:
     def __init__(self, client: redis.Redis, prefix: str) -> None:
         self._redis = client
         self._prefix = prefix
+        self._resume_if = client.register_script(RESUME_IF_CAUSE)
 
     def _suspension_key(self, workload_id: str) -> str:
         return f"{self._prefix}:workload:{workload_id}:suspension"
@@ -24,12 +34,28 @@ class WorkloadRepository:
             raise StateUnavailable(f"cannot read workload state: {type(exc).__name__}") from None
         return None if raw is None else Suspension.model_validate_json(raw)
 
-    def suspend(self, suspension: Suspension) -> None:
-        """Record (or replace) the workload's suspension."""
+    def suspend(self, suspension: Suspension, *, only_if_active: bool = False) -> bool:
+        """Record (or replace) the workload's suspension; with `only_if_active`, never replace
+        one (False when the workload was already suspended)."""
         try:
-            self._redis.set(self._suspension_key(suspension.workload), suspension.model_dump_json())
+            return bool(
+                self._redis.set(
+                    self._suspension_key(suspension.workload),
+                    suspension.model_dump_json(),
+                    nx=only_if_active,
+                )
+            )
         except redis.RedisError as exc:
             raise StateUnavailable(f"cannot suspend workload: {type(exc).__name__}") from None
+
+    def resume_if(self, workload_id: str, cause: SuspensionCause) -> bool:
+        """Drop the suspension only while it is one of this cause (compare-and-delete)."""
+        try:
+            return bool(
+                self._resume_if(keys=[self._suspension_key(workload_id)], args=[cause.value])
+            )
+        except redis.RedisError as exc:
+            raise StateUnavailable(f"cannot resume workload: {type(exc).__name__}") from None
 
     def resume(self, workload_id: str) -> bool:
         """Drop the workload's suspension; False when it was not suspended."""

@@ -11,6 +11,19 @@ from pydantic import BaseModel, ConfigDict, Field, model_validator
 class WorkloadState(StrEnum):
     active = "active"
     suspended = "suspended"
+    retired = "retired"
+
+
+class SuspensionCause(StrEnum):
+    """Why a workload is suspended: by hand, an overdue access review, or for good."""
+
+    manual = "manual"
+    review_overdue = "review_overdue"
+    retired = "retired"
+    expired = "expired"
+
+
+PERMANENT_CAUSES = frozenset({SuspensionCause.retired, SuspensionCause.expired})
 
 
 class Suspension(BaseModel):
@@ -20,6 +33,16 @@ class Suspension(BaseModel):
     suspended_by: str
     suspended_at: datetime
     reason: str
+    cause: SuspensionCause = SuspensionCause.manual
+
+    @property
+    def permanent(self) -> bool:
+        """A retired or expired workload is never resumed; it leaves the configuration."""
+        return self.cause in PERMANENT_CAUSES
+
+    @property
+    def state(self) -> WorkloadState:
+        return WorkloadState.retired if self.permanent else WorkloadState.suspended
 
 
 class SuspendRequest(BaseModel):

@@ -10,7 +10,13 @@ from collections.abc import Iterable, Iterator
 from jitbroker.audit.events import AuditEvent, RequestContext
 from jitbroker.bootstrap import Broker
 from jitbroker.config import WorkloadConfig
-from jitbroker.errors import BrokerError, NotFound, StateUnavailable, WorkloadSuspended
+from jitbroker.errors import (
+    BrokerError,
+    Conflict,
+    NotFound,
+    StateUnavailable,
+    WorkloadSuspended,
+)
 from jitbroker.grants.schemas import GrantRecord, GrantState, RevokeReason
 from jitbroker.identity.schemas import HumanIdentity, require_admin
 from jitbroker.notifications.service import notify
@@ -21,6 +27,7 @@ from jitbroker.workloads.schemas import (
     RevokeSelector,
     SuspendedView,
     Suspension,
+    SuspensionCause,
     WorkloadState,
     WorkloadView,
 )
@@ -38,7 +45,7 @@ def ensure_workload_active(broker: Broker, *, workload_id: str) -> None:
     suspension = _repository(broker).suspension(workload_id)
     if suspension is not None:
         raise WorkloadSuspended(
-            f"workload {workload_id} is suspended: {suspension.reason}",
+            f"workload {workload_id} is {suspension.state.value}: {suspension.reason}",
             suspended_at=suspension.suspended_at.isoformat(),
         )
 
@@ -62,35 +69,84 @@ def suspend_workload(
     """Record the suspension, then revoke every live grant of the workload; safe to repeat."""
     require_admin(admin, broker.settings.admin_groups)
     _registered(broker, workload_id)
+    current = _repository(broker).suspension(workload_id)
+    if current is not None and current.permanent:
+        raise Conflict(f"workload {workload_id} is retired: {current.reason}")
     suspension = Suspension(
         workload=workload_id,
         suspended_by=admin.subject,
         suspended_at=broker.clock(),
         reason=reason,
     )
+    view = suspend_and_revoke(broker, suspension=suspension, issuer=admin.issuer, context=context)
+    assert view is not None
+    return view
+
+
+def suspend_and_revoke(
+    broker: Broker,
+    *,
+    suspension: Suspension,
+    context: RequestContext,
+    issuer: str = "",
+    only_if_active: bool = False,
+) -> SuspendedView | None:
+    """Record the suspension (or retirement), then revoke every live grant of its workload;
+    None when `only_if_active` and the workload was already suspended."""
+    workload_id = suspension.workload
     # Recorded first, so no task or grant starts once the listing below has begun.
-    _repository(broker).suspend(suspension)
+    if not _repository(broker).suspend(suspension, only_if_active=only_if_active):
+        return None
     grants = (grant for grant in _live_grants(broker) if grant.workload == workload_id)
     counts, failed = _revoke_all(
         broker, grants, reason=RevokeReason.workload_suspended, context=context
     )
     broker.audit.record(
         AuditEvent(
-            type="workload.suspended",
-            outcome="suspended",
+            type="workload.retired" if suspension.permanent else "workload.suspended",
+            outcome=suspension.state.value,
             workload=workload_id,
-            reason=reason,
+            reason=suspension.reason,
             context=context,
-            details={"by": admin.subject, "issuer": admin.issuer, **counts.model_dump()},
+            details={
+                "by": suspension.suspended_by,
+                "issuer": issuer,
+                "cause": suspension.cause.value,
+                **counts.model_dump(),
+            },
         )
     )
     _raise_if_failed(failed, "suspend the workload")
     return SuspendedView(
         workload=workload_id,
-        state=WorkloadState.suspended,
+        state=suspension.state,
         suspension=suspension,
         revocations=counts,
     )
+
+
+def workload_suspension(broker: Broker, *, workload_id: str) -> Suspension | None:
+    """The workload's suspension (or retirement), or None while it is active."""
+    return _repository(broker).suspension(workload_id)
+
+
+def resume_after_review(
+    broker: Broker, *, workload_id: str, reviewer: HumanIdentity, context: RequestContext
+) -> bool:
+    """Lift a suspension that an overdue review caused (and no other kind); True if lifted."""
+    if not _repository(broker).resume_if(workload_id, SuspensionCause.review_overdue):
+        return False
+    broker.audit.record(
+        AuditEvent(
+            type="workload.resumed",
+            outcome="active",
+            workload=workload_id,
+            reason="the owner team completed the overdue access review",
+            context=context,
+            details={"by": reviewer.subject, "issuer": reviewer.issuer},
+        )
+    )
+    return True
 
 
 def resume_workload(
@@ -99,6 +155,12 @@ def resume_workload(
     """Lift the suspension: the workload may open tasks and request grants again."""
     require_admin(admin, broker.settings.admin_groups)
     workload = _registered(broker, workload_id)
+    current = _repository(broker).suspension(workload_id)
+    if current is not None and current.permanent:
+        raise Conflict(
+            f"workload {workload_id} is retired ({current.reason}); it cannot be resumed, "
+            "register a new workload instead"
+        )
     if _repository(broker).resume(workload_id):
         broker.audit.record(
             AuditEvent(
@@ -279,7 +341,7 @@ def _view(workload: WorkloadConfig, suspension: Suspension | None, live: int) ->
     return WorkloadView(
         id=workload.id,
         description=workload.description,
-        state=WorkloadState.suspended if suspension else WorkloadState.active,
+        state=suspension.state if suspension else WorkloadState.active,
         suspension=suspension,
         live_grants=live,
     )

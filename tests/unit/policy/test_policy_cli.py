@@ -170,6 +170,7 @@ def test_check_json_output_carries_the_decision_and_approval_terms(run_check: Ru
         "effect": "require_approval",
         "rule": "demo-db-elevated",
         "reason": "write and admin on demo-db need a DBA's approval",
+        "privileged": True,
         "approval": {
             "approvals": 1,
             "approver_groups": ["dba"],

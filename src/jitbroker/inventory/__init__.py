@@ -1,0 +1,1 @@
+"""The workload inventory: owners, environments, privilege, production sign-off, access reviews."""
