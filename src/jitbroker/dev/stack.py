@@ -102,6 +102,7 @@ def run_stack() -> int:
     signal.signal(signal.SIGTERM, request_stop)
     try:
         _start_redis(stack, env)
+        _forget_the_previous_dev_run(settings)
         _set_aside_audit_file_of_a_lost_chain(settings)
         stack.start(
             "openbao",
@@ -154,6 +155,17 @@ def run_stack() -> int:
     finally:
         print("\nstopping jitbroker dev stack…", file=sys.stderr)
         stack.stop()
+
+
+def _forget_the_previous_dev_run(settings: Settings) -> None:
+    """The dev OpenBao keeps nothing between runs, so grants recorded by an earlier run name
+    leases that no longer exist: start the broker's dev state afresh with it."""
+    client = redis.Redis.from_url(REDIS_URL, socket_connect_timeout=1)
+    stale = list(client.scan_iter(match=f"{settings.key_prefix}:*", count=1000))
+    for start in range(0, len(stale), 500):
+        client.delete(*stale[start : start + 500])
+    if stale:
+        print(f"cleared {len(stale)} Redis keys of the previous dev run", file=sys.stderr)
 
 
 def _set_aside_audit_file_of_a_lost_chain(settings: Settings) -> None:
