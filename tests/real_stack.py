@@ -3,6 +3,7 @@ scheduler. One copy per pytest session, shared by tests/integration and tests/e2
 
 from __future__ import annotations
 
+import functools
 import os
 import shutil
 import signal
@@ -22,12 +23,14 @@ from jitbroker.bootstrap import Broker, build_broker
 from jitbroker.config import Settings, load_config
 from jitbroker.dev.openbao import (
     DEMO_MONITOR_DSN_ENV,
+    DEMO_REDIS_MONITOR_ENV,
     configure_demo_openbao,
     prepare_demo_database,
 )
 from jitbroker.dev.stack import bao_binary
 from jitbroker.identity.dev_issuer import DevIssuer
 from jitbroker.vault import VaultClient
+from jitbroker.vault_policy import render_policy
 from jitbroker.worker import create_celery
 from tests.integration.support import (
     FLAKY_WEBHOOK_PATH,
@@ -119,14 +122,18 @@ def audit_file(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 
 @pytest.fixture(scope="session")
-def settings(config_dir: Path, openbao_addr: str, audit_file: Path) -> Settings:
+def settings(
+    config_dir: Path, openbao_addr: str, audit_file: Path, broker_vault_token: str
+) -> Settings:
     return Settings(
         config_dir=config_dir,
         redis_url=STATE_REDIS_URL,
         celery_broker_url=QUEUE_REDIS_URL,
         key_prefix="jbtest",
         vault_addr=openbao_addr,
-        vault_token=SecretStr(ROOT_TOKEN),
+        # The broker runs under the generated least-privilege policy; only the test's own set-up
+        # and inspection use the root token.
+        vault_token=SecretStr(broker_vault_token),
         # Short, so a paused OpenBao turns into a failed (and retried) attempt quickly.
         vault_timeout_seconds=3,
         sweep_interval_seconds=0.1,
@@ -159,19 +166,78 @@ def process_env(settings: Settings) -> dict[str, str]:
         "JITBROKER_AUDIT_FILE": str(settings.audit_file or ""),
         "JITBROKER_AUDIT_CHECKPOINT_EVERY": str(settings.audit_checkpoint_every),
         DEMO_MONITOR_DSN_ENV: POSTGRES_ADMIN,
+        DEMO_REDIS_MONITOR_ENV: demo_redis_url(),
     }
 
 
+@functools.cache
+def demo_redis_url() -> str:
+    """The admin URL of the session's ACL Redis (demo-redis); its port is chosen once."""
+    return f"redis://default:demo-redis-admin@127.0.0.1:{free_port()}/0"
+
+
 @pytest.fixture(scope="session")
-def demo_openbao(settings: Settings) -> VaultClient:
-    """OpenBao configured with the demo database roles, token role and KV data."""
-    vault = VaultClient(settings.vault_addr, ROOT_TOKEN)
+def demo_redis(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+    """A Redis of its own (not the shared 6379) whose ACL users the demo-redis profile issues."""
+    admin = redis.Redis.from_url(demo_redis_url())
+    options = admin.connection_pool.connection_kwargs
+    log = (tmp_path_factory.mktemp("logs") / "acl-redis.log").open("wb")
+    process = subprocess.Popen(
+        [
+            shutil.which("redis-server") or "redis-server",
+            "--bind",
+            "127.0.0.1",
+            "--port",
+            str(options["port"]),
+            "--requirepass",
+            str(options["password"]),
+            "--save",
+            "",
+            "--appendonly",
+            "no",
+        ],
+        stdout=log,
+        stderr=subprocess.STDOUT,
+    )
+    wait_for(admin.ping, timeout=15, what="the ACL Redis")
+    yield demo_redis_url()
+    process.terminate()
+    process.wait(timeout=10)
+
+
+@pytest.fixture(scope="session")
+def demo_openbao(openbao_addr: str, config_dir: Path, demo_redis: str) -> VaultClient:
+    """OpenBao configured with the demo database roles, token role and KV data (a root client)."""
+    vault = VaultClient(openbao_addr, ROOT_TOKEN)
     prepare_demo_database(POSTGRES_ADMIN)
     configure_demo_openbao(
-        vault, load_config(settings.config_dir), postgres_url=POSTGRES_FOR_OPENBAO
+        vault,
+        load_config(config_dir),
+        postgres_url=POSTGRES_FOR_OPENBAO,
+        redis_url=demo_redis,
     )
     redis.Redis.from_url(QUEUE_REDIS_URL).flushdb()
     return vault
+
+
+BROKER_POLICY = "jitbroker"
+
+
+@pytest.fixture(scope="session")
+def broker_vault_token(demo_openbao: VaultClient, config_dir: Path) -> str:
+    """A renewable periodic token holding only the policy generated for the test profiles."""
+    demo_openbao.write(
+        f"sys/policies/acl/{BROKER_POLICY}", policy=render_policy(load_config(config_dir))
+    )
+    created = demo_openbao.write(
+        "auth/token/create",
+        policies=[BROKER_POLICY],
+        no_default_policy=True,
+        period="24h",
+        renewable=True,
+        display_name="jitbroker-under-test",
+    )
+    return str(created["auth"]["client_token"])
 
 
 @pytest.fixture(scope="session")

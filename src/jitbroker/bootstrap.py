@@ -13,12 +13,16 @@ from jitbroker.audit.log import AuditLog, build_audit_log
 from jitbroker.config import BrokerConfig, Settings, load_config
 from jitbroker.engines.base import CredentialEngine
 from jitbroker.engines.database import DatabaseEngine
+from jitbroker.engines.pki import PkiEngine
+from jitbroker.engines.redis_acl import RedisAclEngine
+from jitbroker.engines.ssh import SshEngine
 from jitbroker.engines.token import TokenEngine
 from jitbroker.grants.repository import GrantRepository
 from jitbroker.identity.verifier import TokenVerifier
 from jitbroker.metrics import RevocationStats
 from jitbroker.notifications.queue import CeleryNotificationQueue, NotificationQueue
 from jitbroker.policy.engine import PolicyEngine
+from jitbroker.redis_client import connect_redis
 from jitbroker.revocation.ledger import ExpiryLedger
 from jitbroker.revocation.queue import CeleryRevocationQueue, RevocationQueue
 from jitbroker.revocation.repository import ReceiptRepository, RevocationBacklogRepository
@@ -57,6 +61,14 @@ class Broker:
     revocations: RevocationQueue
     notifications: NotificationQueue
     clock: Callable[[], datetime] = field(default=utc_now)
+    # The retiring signing key during a rotation: published, and its route fingerprints honoured.
+    previous_signing_key: BrokerSigningKey | None = None
+
+    @property
+    def signing_keys(self) -> list[BrokerSigningKey]:
+        """The current signing key, then the retiring one (if a rotation is under way)."""
+        previous = [self.previous_signing_key] if self.previous_signing_key else []
+        return [self.signing_key, *previous]
 
 
 def build_broker(
@@ -69,14 +81,10 @@ def build_broker(
 ) -> Broker:
     """Load the config directory and connect to Redis and OpenBao (lazily: no I/O here)."""
     config = config or load_config(settings.config_dir)
-    client = redis_client or redis.Redis.from_url(
+    client = redis_client or connect_redis(
         settings.redis_url, socket_timeout=5, socket_connect_timeout=5, health_check_interval=30
     )
-    vault = VaultClient(
-        settings.vault_addr,
-        settings.vault_token.get_secret_value(),
-        timeout=settings.vault_timeout_seconds,
-    )
+    vault = VaultClient.from_settings(settings)
     prefix = settings.key_prefix
     ledger = ExpiryLedger(client, f"{prefix}:ledger")
     tasks = TaskRepository(client, prefix)
@@ -93,7 +101,13 @@ def build_broker(
         config=config,
         redis=client,
         vault=vault,
-        engines={"database": DatabaseEngine(vault), "token": TokenEngine(vault)},
+        engines={
+            "database": DatabaseEngine(vault),
+            "token": TokenEngine(vault),
+            "pki": PkiEngine(vault),
+            "ssh": SshEngine(vault),
+            "redis": RedisAclEngine(vault),
+        },
         verifier=TokenVerifier(config),
         policy=PolicyEngine(config.rules),
         audit=build_audit_log(settings, client, signing_key=signing_key),
@@ -108,6 +122,11 @@ def build_broker(
         revocation_backlog=backlog,
         revocations=revocations,
         notifications=notifications,
+        previous_signing_key=(
+            BrokerSigningKey.load(settings.signing_previous_key_file)
+            if settings.signing_previous_key_file is not None
+            else None
+        ),
     )
 
 

@@ -42,6 +42,9 @@ LOOPBACK_HTTP = ("http://127.0.0.1:", "http://127.0.0.1/", "http://localhost:", 
 SLUG = re.compile(r"^[a-z0-9][a-z0-9._-]{0,62}$")
 Capability = Literal["read", "write", "admin", "impersonation", "cross_tenant"]
 WorkloadKind = Literal["pipeline", "agent", "service", "integration"]
+EngineKind = Literal["database", "token", "pki", "ssh", "redis"]
+# An SSH certificate principal: a login name, no commas (OpenBao joins them with commas).
+SshPrincipal = Annotated[str, Field(pattern=r"^[A-Za-z0-9_][A-Za-z0-9._@-]{0,63}$")]
 # A scope named like a capability gets that capability; any other name must declare its own.
 CAPABILITY_OF_SCOPE_NAME: dict[str, Capability] = {
     "read": "read",
@@ -63,10 +66,18 @@ class Settings(BaseSettings):
     vault_addr: str = "http://127.0.0.1:8200"
     vault_token: SecretStr = SecretStr("")
     vault_timeout_seconds: float = 5.0
+    # `kubernetes`: log in with the pod's service-account token (and renew the broker's token).
+    vault_auth_method: Literal["token", "kubernetes"] = "token"
+    vault_kubernetes_role: str = ""
+    vault_kubernetes_mount: str = "kubernetes"
+    vault_kubernetes_token_path: Path = Path("/var/run/secrets/kubernetes.io/serviceaccount/token")
+    vault_ca_cert: Path | None = None
     listen_host: str = "127.0.0.1"
     listen_port: int = 8400
     dev_issuer_dir: Path | None = None
     signing_key_file: Path = Path(".dev/broker-signing-key.pem")
+    # During a key rotation: the retiring key, still published and still recognised.
+    signing_previous_key_file: Path | None = None
     default_task_ttl_seconds: int = Field(default=3600, gt=0)
     max_task_ttl_seconds: int = Field(default=86400, gt=0)
     complete_wait_seconds: float = Field(default=30.0, gt=0)
@@ -99,6 +110,20 @@ class Settings(BaseSettings):
     @classmethod
     def _blank_audit_file_disables_it(cls, value: Any) -> Any:
         return None if value == "" else value
+
+    @field_validator("vault_ca_cert", "signing_previous_key_file", mode="before")
+    @classmethod
+    def _blank_ca_cert_is_none(cls, value: Any) -> Any:
+        return None if value == "" else value
+
+    @model_validator(mode="after")
+    def _kubernetes_auth_names_a_role(self) -> Settings:
+        if self.vault_auth_method == "kubernetes" and not self.vault_kubernetes_role:
+            raise ValueError(
+                "JITBROKER_VAULT_KUBERNETES_ROLE is required with JITBROKER_VAULT_AUTH_METHOD="
+                "kubernetes"
+            )
+        return self
 
 
 class IssuerConfig(BaseModel):
@@ -196,6 +221,8 @@ class ScopeBinding(BaseModel):
     name: str
     role: str = Field(min_length=1)
     capabilities: list[Capability] = Field(default_factory=list)
+    # ssh profiles only: the certificate's valid principals (default: the workload id).
+    principals: list[SshPrincipal] = Field(default_factory=list, max_length=32)
 
     @field_validator("name")
     @classmethod
@@ -222,7 +249,7 @@ class ProfileConfig(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
     id: str
-    engine: Literal["database", "token"]
+    engine: EngineKind
     mount: str = Field(min_length=1)
     destination: str = Field(min_length=1)
     destinations: list[str] = Field(default_factory=list)
@@ -247,6 +274,8 @@ class ProfileConfig(BaseModel):
         names = [s.name for s in self.scopes]
         if len(names) != len(set(names)):
             raise ValueError(f"scopes must be unique, got {names}")
+        if self.engine != "ssh" and any(s.principals for s in self.scopes):
+            raise ValueError("only ssh profiles take `principals` on their scopes")
         return self
 
     def scope_names(self) -> list[str]:

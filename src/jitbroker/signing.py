@@ -27,12 +27,17 @@ class BrokerSigningKey:
         self.key_id = hashlib.sha256(raw).hexdigest()[:16]
 
     @classmethod
+    def load(cls, path: Path) -> BrokerSigningKey:
+        """The key in a PEM file, which must exist."""
+        key = serialization.load_pem_private_key(path.read_bytes(), password=None)
+        if not isinstance(key, Ed25519PrivateKey):
+            raise ValueError(f"{path} does not hold an Ed25519 private key")
+        return cls(key)
+
+    @classmethod
     def load_or_create(cls, path: Path) -> BrokerSigningKey:
         if path.exists():
-            key = serialization.load_pem_private_key(path.read_bytes(), password=None)
-            if not isinstance(key, Ed25519PrivateKey):
-                raise ValueError(f"{path} does not hold an Ed25519 private key")
-            return cls(key)
+            return cls.load(path)
         log.warning("no signing key at %s: creating one (production deployments mount it)", path)
         key = Ed25519PrivateKey.generate()
         path.parent.mkdir(parents=True, exist_ok=True)

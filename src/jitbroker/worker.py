@@ -5,6 +5,7 @@ from __future__ import annotations
 from celery import Celery
 
 from jitbroker.config import Settings
+from jitbroker.redis_client import celery_broker
 
 REVOCATION_QUEUE = "jitbroker.revocation"
 NOTIFICATION_QUEUE = "jitbroker.notifications"
@@ -12,9 +13,10 @@ NOTIFICATION_QUEUE = "jitbroker.notifications"
 
 def create_celery(settings: Settings) -> Celery:
     """A Celery app for `settings`; the worker process and the API's sender share this shape."""
+    broker_url, transport_options = celery_broker(settings.task_queue_url)
     app = Celery(
         "jitbroker",
-        broker=settings.task_queue_url,
+        broker=broker_url,
         include=["jitbroker.revocation.tasks", "jitbroker.notifications.tasks"],
     )
     app.conf.update(
@@ -35,7 +37,7 @@ def create_celery(settings: Settings) -> Celery:
         broker_connection_retry_on_startup=True,
         # Unacknowledged messages come back after this long; the expiry ledger re-enqueues
         # sooner (revocation_redelivery_seconds), so this is only a second line of defence.
-        broker_transport_options={"visibility_timeout": 300},
+        broker_transport_options={"visibility_timeout": 300, **transport_options},
         worker_hijack_root_logger=False,
         worker_send_task_events=False,
     )

@@ -15,6 +15,7 @@ from playwright.sync_api import Browser, Page, Playwright, sync_playwright
 from jitbroker.app import create_app
 from jitbroker.bootstrap import Broker, build_broker
 from jitbroker.config import Settings
+from jitbroker.identity.dev_issuer import DevIssuer
 from tests.integration.support import free_port, wait_for
 
 CHROMIUM = Path("/usr/bin/chromium")
@@ -56,6 +57,18 @@ def live_url(broker: Broker) -> Iterator[str]:
     yield url
     server.should_exit = True
     thread.join(timeout=10)
+
+
+@pytest.fixture
+def pipeline_token(broker: Broker, dev_issuer: DevIssuer) -> str:
+    """The demo-pipeline workload's identity token, as a CI job would present it."""
+    return dev_issuer.workload_token(broker.config, "demo-pipeline")
+
+
+@pytest.fixture
+def alice_token(broker: Broker, dev_issuer: DevIssuer) -> str:
+    """An approver's token: alice is in the dba group."""
+    return dev_issuer.human_token(broker.config, "alice")
 
 
 @pytest.fixture(scope="session")

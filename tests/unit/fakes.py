@@ -69,6 +69,7 @@ class FakeEngine:
         ttl_seconds: int,
         grant_id: str,
         labels: dict[str, str],
+        public_key: str | None = None,
     ) -> IssuedCredential:
         self.issued += 1
         lease = f"{profile.mount}/creds/{binding.role}/{self.issued}"
@@ -127,5 +128,5 @@ def memory_broker(config_dir: Path) -> tuple[Broker, FakeEngine, InMemoryRevocat
         config=load_config(config_dir),
     )
     engine = FakeEngine()
-    broker.engines = {"database": engine, "token": engine}
+    broker.engines = dict.fromkeys(broker.engines, engine)
     return broker, engine, queue

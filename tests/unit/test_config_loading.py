@@ -342,3 +342,25 @@ def test_allow_privileged_on_a_deny_rule_is_refused(
     message = config_error(write_config, valid_files)
 
     assert "allow_privileged only applies to allow" in message
+
+
+def test_principals_on_a_scope_of_a_non_ssh_profile_are_refused(
+    write_config: WriteConfig, valid_files: ConfigFiles
+) -> None:
+    valid_files["profiles.yaml"]["profiles"][0]["scopes"][0]["principals"] = ["deploy"]
+
+    message = config_error(write_config, valid_files)
+
+    assert "only ssh profiles take `principals`" in message
+
+
+def test_ssh_principal_with_a_comma_is_refused(
+    write_config: WriteConfig, valid_files: ConfigFiles
+) -> None:
+    profile = valid_files["profiles.yaml"]["profiles"][0]
+    profile["engine"] = "ssh"
+    profile["scopes"][0]["principals"] = ["deploy,root"]
+
+    message = config_error(write_config, valid_files)
+
+    assert "field 'scopes.0.principals.0'" in message

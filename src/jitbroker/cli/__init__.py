@@ -13,6 +13,8 @@ import typer
 
 from jitbroker.cli.approvals import approvals_app
 from jitbroker.cli.audit import audit_app
+from jitbroker.cli.deployment import doctor, openbao_app
+from jitbroker.cli.exec_command import EXEC_EPILOG, exec_command
 from jitbroker.cli.inventory import report_app, reviews_app, workloads_app
 from jitbroker.cli.policy import policy_app
 from jitbroker.cli.receipts import receipt_app
@@ -31,6 +33,11 @@ app.add_typer(audit_app, name="audit")
 app.add_typer(workloads_app, name="workloads")
 app.add_typer(reviews_app, name="reviews")
 app.add_typer(report_app, name="report")
+app.command("exec", epilog=EXEC_EPILOG, context_settings={"allow_interspersed_args": False})(
+    exec_command
+)
+app.add_typer(openbao_app, name="openbao")
+app.command()(doctor)
 
 
 def _setup_logging(settings: Settings) -> None:
@@ -75,6 +82,10 @@ def serve(
 @app.command()
 def worker(
     concurrency: Annotated[int, typer.Option(help="Worker processes")] = 2,
+    queues: Annotated[
+        str | None,  # noqa: UP007
+        typer.Option(help="Comma-separated queues (default: revocation and notifications)"),
+    ] = None,
 ) -> None:
     """Run a Celery worker for revocations and webhook notifications."""
     from jitbroker.worker import NOTIFICATION_QUEUE, REVOCATION_QUEUE, create_celery
@@ -88,7 +99,7 @@ def worker(
             f"--loglevel={settings.log_level.upper()}",
             f"--concurrency={concurrency}",
             "-Q",
-            f"{REVOCATION_QUEUE},{NOTIFICATION_QUEUE}",
+            queues or f"{REVOCATION_QUEUE},{NOTIFICATION_QUEUE}",
             "--without-gossip",
             "--without-mingle",
         ]

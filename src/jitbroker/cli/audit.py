@@ -20,6 +20,7 @@ from jitbroker.audit.repository import AuditStream
 from jitbroker.cli.receipts import public_keys
 from jitbroker.config import Settings
 from jitbroker.errors import StateUnavailable
+from jitbroker.redis_client import connect_redis
 from jitbroker.signing import BrokerSigningKey
 
 audit_app = typer.Typer(
@@ -61,7 +62,7 @@ CSV_COLUMNS = (
 
 def redis_client(url: str) -> redis.Redis:
     """The Redis client the commands use (tests substitute an in-memory one)."""
-    return redis.Redis.from_url(url, socket_timeout=10, socket_connect_timeout=10)
+    return connect_redis(url, socket_timeout=10, socket_connect_timeout=10)
 
 
 client_factory: Callable[[str], redis.Redis] = redis_client

@@ -17,6 +17,7 @@ from jitbroker.audit.repository import AuditStream
 from jitbroker.config import Settings, load_config
 from jitbroker.dev.openbao import (
     DEMO_MONITOR_DSN_ENV,
+    DEMO_REDIS_MONITOR_ENV,
     configure_demo_openbao,
     prepare_demo_database,
 )
@@ -26,6 +27,8 @@ from jitbroker.vault import VaultClient
 DEV_ROOT_TOKEN = "dev-root"
 VAULT_ADDR = "127.0.0.1:8200"
 REDIS_URL = "redis://127.0.0.1:6379/0"
+# The demo-redis profile's downstream: a Redis with a password, whose ACL users OpenBao manages.
+DEMO_REDIS_URL = "redis://default:dev-redis-admin@127.0.0.1:6380/0"
 POSTGRES_ADMIN = "postgresql://postgres@127.0.0.1:5432/postgres?connect_timeout=2"
 POSTGRES_FOR_OPENBAO = (
     "postgresql://{{username}}:{{password}}@127.0.0.1:5432/postgres?sslmode=disable"
@@ -87,6 +90,7 @@ def run_stack() -> int:
         "JITBROKER_SIGNING_KEY_FILE": str(state / "broker-signing-key.pem"),
         "JITBROKER_AUDIT_FILE": str(state / "audit.jsonl"),
         DEMO_MONITOR_DSN_ENV: POSTGRES_ADMIN,
+        DEMO_REDIS_MONITOR_ENV: DEMO_REDIS_URL,
     }
     os.environ.update(env)
     settings = Settings()
@@ -125,7 +129,10 @@ def run_stack() -> int:
         if postgres:
             prepare_demo_database(POSTGRES_ADMIN)
         ready = configure_demo_openbao(
-            vault, config, postgres_url=POSTGRES_FOR_OPENBAO if postgres else None
+            vault,
+            config,
+            postgres_url=POSTGRES_FOR_OPENBAO if postgres else None,
+            redis_url=DEMO_REDIS_URL if _start_demo_redis(stack, env) else None,
         )
         python = sys.executable
         stack.start("api", [python, "-m", "jitbroker", "serve"], env)
@@ -194,6 +201,30 @@ def _start_redis(stack: Stack, env: dict[str, str]) -> None:
         env,
     )
     wait_until(client.ping, 10, "Redis")
+
+
+def _start_demo_redis(stack: Stack, env: dict[str, str]) -> bool:
+    """The ACL Redis of demo-redis on 6380; False (demo-redis off) when none can run."""
+    client = redis.Redis.from_url(DEMO_REDIS_URL, socket_connect_timeout=1)
+    try:
+        return bool(client.ping())
+    except redis.RedisError:
+        pass
+    server = shutil.which("redis-server")
+    if server is None:
+        return False
+    target = client.connection_pool.connection_kwargs
+    stack.start(
+        "demo-redis",
+        [
+            server,
+            *("--port", str(target["port"]), "--bind", "127.0.0.1"),
+            *("--requirepass", str(target["password"]), "--save", "", "--appendonly", "no"),
+        ],
+        env,
+    )
+    wait_until(client.ping, 10, "the demo ACL Redis")
+    return True
 
 
 def _postgres_available() -> bool:

@@ -20,10 +20,18 @@ class IssuedCredential:
     principal: str
     secret: dict[str, SecretStr] = field(repr=False)
     public: dict[str, str] = field(default_factory=dict)
+    # What a holder shows a gateway when the secret is not it (a certificate), or None.
+    presented: str | None = field(default=None, repr=False)
 
     def reveal(self) -> dict[str, str]:
         """The credential fields for the one issuing response."""
         return {**self.public, **{k: v.get_secret_value() for k, v in self.secret.items()}}
+
+    def route_credential(self) -> str:
+        """What gateways are shown for this credential: `presented`, else the first secret."""
+        if self.presented is not None:
+            return self.presented
+        return next(iter(self.secret.values())).get_secret_value()
 
 
 class CredentialEngine(Protocol):
@@ -39,8 +47,9 @@ class CredentialEngine(Protocol):
         ttl_seconds: int,
         grant_id: str,
         labels: dict[str, str],
+        public_key: str | None = None,
     ) -> IssuedCredential:
-        """Issue a credential whose OpenBao lease TTL is exactly `ttl_seconds`."""
+        """Issue a credential for exactly `ttl_seconds` (ssh: certify the caller's `public_key`)."""
 
     def revoke(self, lease_ref: str) -> None:
         """Revoke the credential; revoking an already revoked or expired one succeeds."""

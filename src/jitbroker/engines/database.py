@@ -31,8 +31,9 @@ class DatabaseEngine:
         ttl_seconds: int,
         grant_id: str,
         labels: dict[str, str],
+        public_key: str | None = None,
     ) -> IssuedCredential:
-        del grant_id, labels  # the database engine keeps no metadata on its leases
+        del grant_id, labels, public_key  # no metadata on these leases, no key to sign
         response = self.vault.read(f"{profile.mount}/creds/{binding.role}")
         lease_id = str(response.get("lease_id") or "")
         data = response.get("data") or {}

@@ -28,7 +28,9 @@ class TokenEngine:
         ttl_seconds: int,
         grant_id: str,
         labels: dict[str, str],
+        public_key: str | None = None,
     ) -> IssuedCredential:
+        del public_key  # a token certifies no key of the caller
         response = self.vault.write(
             f"{profile.mount}/create/{binding.role}",
             ttl=f"{ttl_seconds}s",

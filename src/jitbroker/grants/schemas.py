@@ -13,6 +13,7 @@ from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 from jitbroker.audit.events import AuditEvent, EventType, RequestContext
 from jitbroker.config import ProfileConfig
+from jitbroker.engines.ssh import normalised_public_key
 from jitbroker.errors import InvalidRequest
 from jitbroker.records import VersionedModel
 
@@ -119,6 +120,7 @@ class GrantRecord(VersionedModel):
     approved_scopes: list[str] | None = None
     break_glass: bool = False
     break_glass_review: BreakGlassReview | None = None
+    public_key: str | None = None
 
     @property
     def is_terminal(self) -> bool:
@@ -141,6 +143,8 @@ class GrantRecord(VersionedModel):
                 "ttl_seconds": self.requested_ttl_seconds,
                 "justification": self.justification,
                 "rule": self.decision.get("rule"),
+                # Only ssh grants carry a key; leaving it out otherwise keeps older digests valid.
+                **({"public_key": self.public_key} if self.public_key else {}),
             },
             sort_keys=True,
             separators=(",", ":"),
@@ -192,6 +196,9 @@ class GrantRequest(BaseModel):
     ttl_seconds: int = Field(gt=0)
     justification: str = Field(min_length=1, max_length=1000)
     break_glass: bool = False
+    # ssh profiles only: the workload's OpenSSH public key, which the certificate is signed for;
+    # its private key never leaves the workload.
+    public_key: str | None = Field(default=None, min_length=1, max_length=16384)
 
     @field_validator("scopes")
     @classmethod
@@ -199,6 +206,25 @@ class GrantRequest(BaseModel):
         if len(set(scopes)) != len(scopes):
             raise ValueError("scopes must not repeat")
         return scopes
+
+    @field_validator("public_key")
+    @classmethod
+    def _openssh_public_key(cls, value: str | None) -> str | None:
+        return None if value is None else normalised_public_key(value)
+
+    def check_public_key(self, profile: ProfileConfig) -> None:
+        """An ssh profile needs the workload's public key; any other profile refuses one."""
+        if profile.engine == "ssh" and self.public_key is None:
+            raise InvalidRequest(
+                f"profile {profile.id!r} signs the workload's own SSH key: give `public_key` "
+                "(one OpenSSH public key line, e.g. the content of id_ed25519.pub)",
+                errors=[{"field": "public_key", "message": "required for ssh profiles"}],
+            )
+        if profile.engine != "ssh" and self.public_key is not None:
+            raise InvalidRequest(
+                f"profile {profile.id!r} is not an ssh profile; `public_key` does not apply",
+                errors=[{"field": "public_key", "message": "only for ssh profiles"}],
+            )
 
     def profile_in(
         self, profiles: Mapping[str, ProfileConfig], *, enforce_ttl_cap: bool = True
@@ -233,6 +259,7 @@ class GrantView(BaseModel):
     task_id: str
     workload: str
     profile: str
+    engine: str
     scopes: list[str]
     state: GrantState
     destination: str

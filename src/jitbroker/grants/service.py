@@ -74,6 +74,7 @@ def request_grant(
         raise Conflict(f"task {task_id} is {task.effective_state(now).value}; open a new task")
     try:
         profile = request.profile_in(broker.config.profiles)
+        request.check_public_key(profile)
     except InvalidRequest as exc:
         _audit_rejection(broker, workload, task, request, exc, context)
         raise
@@ -315,6 +316,7 @@ def _new_grant(
         decision=decision.as_dict(),
         created_at=broker.clock(),
         triggered_by=workload.triggered_by,
+        public_key=request.public_key,
     )
     grant.request_digest = grant.digest
     return grant
@@ -444,6 +446,7 @@ def _issue(
             ttl_seconds=ttl_seconds,
             grant_id=grant.grant_id,
             labels={"task_id": grant.task_id, "workload": grant.workload},
+            public_key=grant.public_key,
         )
     except BrokerError as exc:
         _audit_issue_failure(broker, grant, exc, context)

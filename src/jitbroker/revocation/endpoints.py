@@ -16,8 +16,8 @@ router = APIRouter(tags=["revocation"])
 
 @router.get("/keys")
 def public_keys(broker: BrokerDep) -> dict[str, Any]:
-    """The broker's public signing key (JWKS), for verifying receipts offline."""
-    return {"keys": [broker.signing_key.public_jwk()]}
+    """The broker's public signing keys (JWKS: during a rotation, the retiring one too)."""
+    return {"keys": [key.public_jwk() for key in broker.signing_keys]}
 
 
 @router.get("/tasks/{task_id}/receipt", response_model=TaskReceipts)

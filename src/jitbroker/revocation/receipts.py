@@ -10,7 +10,9 @@ from pydantic import BaseModel
 
 from jitbroker.signing import BrokerSigningKey, verify_signature
 
-CheckStatus = Literal["passed", "failed", "skipped"]
+# `bounded`: the credential cannot be cut early at its source (SSH certificates) and dies at
+# the time the check's detail gives.
+CheckStatus = Literal["passed", "failed", "skipped", "bounded"]
 
 
 class ReceiptCheck(BaseModel):

@@ -12,19 +12,22 @@ from jitbroker.bootstrap import Broker
 from jitbroker.engines.base import IssuedCredential
 from jitbroker.grants.schemas import GrantRecord, GrantState
 from jitbroker.routes.schemas import AccessCheck, AccessDecision, Route
+from jitbroker.signing import BrokerSigningKey
 
 
-def credential_fingerprint(broker: Broker, secret: str) -> str:
+def credential_fingerprint(
+    broker: Broker, secret: str, *, key: BrokerSigningKey | None = None
+) -> str:
     """A keyed hash that finds a grant from a presented credential without storing the secret."""
-    key = broker.signing_key.derive("route-fingerprint")
-    return hmac.new(key, secret.encode(), hashlib.sha256).hexdigest()
+    derived = (key or broker.signing_key).derive("route-fingerprint")
+    return hmac.new(derived, secret.encode(), hashlib.sha256).hexdigest()
 
 
 def open_route(broker: Broker, *, grant: GrantRecord, credential: IssuedCredential) -> None:
     """Let gateways admit this grant to its profile's destinations until it expires."""
     assert grant.expires_at is not None
     profile = broker.config.profiles[grant.profile]
-    secret = next(iter(credential.secret.values())).get_secret_value()
+    secret = credential.route_credential()
     broker.routes.open(
         route := Route(
             grant_id=grant.grant_id,
@@ -68,7 +71,12 @@ def check_access(broker: Broker, *, check: AccessCheck) -> AccessDecision:
     """Allow only a live grant with an open route whose destinations match; deny anything else."""
     grant_id = check.grant_id
     if check.credential is not None:
-        holder = broker.routes.grant_for(credential_fingerprint(broker, check.credential))
+        # Routes opened before a signing-key rotation carry the retiring key's fingerprint.
+        holder = None
+        for key in broker.signing_keys:
+            fingerprint = credential_fingerprint(broker, check.credential, key=key)
+            if (holder := broker.routes.grant_for(fingerprint)) is not None:
+                break
         if holder is None:
             return AccessDecision(allow=False, reason="credential is not known or no longer live")
         if grant_id is not None and grant_id != holder:

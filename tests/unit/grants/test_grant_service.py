@@ -31,6 +31,7 @@ class CompletesTaskWhileIssuing(FakeEngine):
         ttl_seconds: int,
         grant_id: str,
         labels: dict[str, str],
+        public_key: str | None = None,
     ) -> IssuedCredential:
         credential = super().issue(
             profile, binding, ttl_seconds=ttl_seconds, grant_id=grant_id, labels=labels

@@ -303,7 +303,7 @@ def test_policy_test_case_naming_an_unknown_profile_fails_saying_why(
     assert result.exit_code == 1
     assert result.stdout.splitlines() == [
         "FAIL typo: expected allow, cannot evaluate: unknown profile 'demo-bd'; "
-        "known: ['demo-db', 'demo-token']",
+        "known: ['demo-db', 'demo-pki', 'demo-redis', 'demo-ssh', 'demo-token']",
         "0 passed, 1 failed",
     ]
 

@@ -112,7 +112,7 @@ def test_completed_revocation_leaves_the_failing_list(broker: Broker, engine: Fa
     assert revoked is not None
     assert revoked.state == GrantState.revoked
     assert failing_revocations(broker, admin=ADMIN).grants == []
-    assert failing_counts(broker) == {"demo-db": 0, "demo-token": 0}
+    assert failing_counts(broker) == dict.fromkeys(broker.config.profiles, 0)
 
 
 def test_first_failure_time_stays_when_the_revocation_fails_again(
@@ -231,6 +231,6 @@ def test_failing_count_per_profile_is_exported_as_a_metric(
     (family,) = [m for m in collector.collect() if m.name == "jitbroker_revocations_failing"]
 
     assert {s.labels["profile"]: s.value for s in family.samples} == {
+        **dict.fromkeys(broker.config.profiles, 0.0),
         "demo-db": 1.0,
-        "demo-token": 0.0,
     }
