@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import threading
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from typing import Any
@@ -17,6 +18,7 @@ from jitbroker import health
 from jitbroker.api import v1
 from jitbroker.bootstrap import Broker, build_broker
 from jitbroker.config import Settings
+from jitbroker.config_reload import watch_config
 from jitbroker.errors import PROBLEM_BASE, BrokerError
 from jitbroker.identity import dev_endpoints
 from jitbroker.metrics import BrokerStateCollector
@@ -37,9 +39,14 @@ def create_app(settings: Settings | None = None, *, broker: Broker | None = None
             broker.revocation_stats, broker.ledger, failing=lambda: failing_counts(broker)
         )
         REGISTRY.register(collector)
+        stop_watching = threading.Event()
+        threading.Thread(
+            target=watch_config, args=(broker, stop_watching), name="config-watch", daemon=True
+        ).start()
         try:
             yield
         finally:
+            stop_watching.set()
             REGISTRY.unregister(collector)
             broker.redis.close()
 

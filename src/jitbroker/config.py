@@ -60,6 +60,7 @@ class Settings(BaseSettings):
     model_config = SettingsConfigDict(env_prefix="JITBROKER_", extra="ignore")
 
     config_dir: Path = Path("examples/dev")
+    config_reload_seconds: float = Field(default=5.0, ge=0)
     redis_url: str = "redis://127.0.0.1:6379/0"
     celery_broker_url: str | None = None
     key_prefix: str = "jb"

@@ -37,6 +37,8 @@ EventType = Literal[
     "revocation.incident",
     "reconcile.orphan_revoked",
     "reconcile.lost_lease",
+    "config.reloaded",
+    "config.reload_rejected",
 ]
 
 

@@ -10,6 +10,7 @@ import time
 import redis
 
 from jitbroker.bootstrap import Broker
+from jitbroker.config_reload import watch_config
 from jitbroker.errors import BrokerError
 from jitbroker.inventory.schemas import ReviewEnforcement
 from jitbroker.inventory.service import enforce_reviews
@@ -63,6 +64,10 @@ def run_scheduler(broker: Broker, stop: threading.Event) -> None:
     next_review_check = 0.0
     next_reconcile = 0.0
     reconciling = threading.Thread()
+    config_watch = threading.Thread(
+        target=watch_config, args=(broker, stop), name="config-watch", daemon=True
+    )
+    config_watch.start()
     while not stop.is_set():
         try:
             holding = lock.hold()
