@@ -1,2 +1,149 @@
-# The benchmarks run on the same real stack as the integration tests.
+"""The benchmarks run on the same real stack as the integration tests.
+
+Every bench test adds its section and table rows to one report, written at the end of the session
+to bench/report.json and bench/report.md (and bench/latency.png when matplotlib is installed)."""
+
+from __future__ import annotations
+
+import json
+import multiprocessing
+import os
+import platform
+import threading
+from collections.abc import Iterator
+from concurrent.futures import ProcessPoolExecutor
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+import redis
+import uvicorn
+from tests.integration.support import free_port, wait_for
+
+from jitbroker.app import create_app
+from jitbroker.bootstrap import Broker, build_broker
+from jitbroker.config import Settings
+
 pytest_plugins = ["tests.real_stack"]
+
+REPORT_DIR = Path(__file__).parent
+
+
+def percentile(samples: list[float], q: float) -> float:
+    """Nearest-rank percentile of `samples` (q in 0..100)."""
+    ordered = sorted(samples)
+    rank = max(1, min(len(ordered), round(q / 100 * len(ordered) + 0.4999)))
+    return ordered[rank - 1]
+
+
+class Report:
+    """Sections for report.json, rows for report.md's table, latency series for the plot."""
+
+    def __init__(self) -> None:
+        self.sections: dict[str, Any] = {}
+        self.rows: list[tuple[str, str, str, bool | None]] = []
+        self.series: dict[str, list[float]] = {}
+
+    def row(self, measure: str, value: str, target: str = "", passed: bool | None = None) -> None:
+        self.rows.append((measure, value, target, passed))
+
+    def write(self) -> None:
+        document = {
+            "measured_at": datetime.now(UTC).isoformat(),
+            "machine": {
+                "cpus": os.cpu_count(),
+                "python": platform.python_version(),
+                "platform": platform.platform(),
+            },
+            **self.sections,
+            "targets": [
+                {"measure": m, "value": v, "target": t, "pass": p}
+                for m, v, t, p in self.rows
+                if p is not None
+            ],
+        }
+        (REPORT_DIR / "report.json").write_text(json.dumps(document, indent=2) + "\n")
+        machine = document["machine"]
+        lines = [
+            "# jitbroker benchmark report\n",
+            f"Measured {document['measured_at']} on {machine['platform']} "
+            f"({machine['cpus']} CPUs, Python {machine['python']}). Broker and raw OpenBao are "
+            "measured side by side in the same run; load comes from a separate client process.\n",
+            "| measure | value | target | result |",
+            "|---|---|---|---|",
+        ]
+        for measure, value, target, passed in self.rows:
+            verdict = "" if passed is None else ("pass" if passed else "**FAIL**")
+            lines.append(f"| {measure} | {value} | {target} | {verdict} |")
+        if self._plot():
+            lines.append("\n![issuance latency](latency.png)")
+        else:
+            lines.append("\n(no plot: matplotlib is not installed)")
+        (REPORT_DIR / "report.md").write_text("\n".join(lines) + "\n")
+
+    def _plot(self) -> bool:
+        if not self.series:
+            return False
+        try:
+            import matplotlib  # noqa: PLC0415 - optional
+
+            matplotlib.use("Agg")
+            import matplotlib.pyplot as plt  # noqa: PLC0415
+        except ImportError:
+            return False
+        figure, axis = plt.subplots(figsize=(9, 5))
+        names = list(self.series)
+        axis.boxplot(
+            [[s * 1000 for s in self.series[n]] for n in names], whis=(1, 99), showfliers=False
+        )
+        axis.set_xticks(range(1, len(names) + 1), names, rotation=60, ha="right", fontsize=7)
+        axis.set_ylabel("latency (ms), whiskers p1–p99")
+        axis.set_title("Issuance latency: broker vs raw OpenBao")
+        figure.tight_layout()
+        figure.savefig(REPORT_DIR / "latency.png", dpi=110)
+        plt.close(figure)
+        return True
+
+
+@pytest.fixture(scope="session")
+def report() -> Iterator[Report]:
+    collected = Report()
+    yield collected
+    collected.write()
+
+
+@pytest.fixture(scope="session")
+def load_process() -> Iterator[ProcessPoolExecutor]:
+    """One client process for the load (spawned: the test process runs threads)."""
+    with ProcessPoolExecutor(1, mp_context=multiprocessing.get_context("spawn")) as pool:
+        yield pool
+
+
+@pytest.fixture
+def broker(settings: Settings, state_redis: redis.Redis, worker: None, scheduler: None) -> Broker:
+    """The integration broker with the per-workload rate limit raised out of the load's way
+    (still counted per request, so its Redis round trip stays in the measurement)."""
+    del state_redis, worker, scheduler  # started (and state flushed) before the broker
+    return build_broker(settings.model_copy(update={"rate_limit_per_minute": 10**9}))
+
+
+@pytest.fixture
+def live_url(broker: Broker) -> Iterator[str]:
+    """The app behind a real uvicorn on a free loopback port, in a background thread."""
+    port = free_port()
+    server = uvicorn.Server(
+        uvicorn.Config(create_app(broker=broker), host="127.0.0.1", port=port, log_level="warning")
+    )
+    thread = threading.Thread(target=server.run, name="uvicorn-bench", daemon=True)
+    thread.start()
+    url = f"http://127.0.0.1:{port}"
+    wait_for(
+        lambda: httpx.get(f"{url}/healthz", timeout=1).status_code == 200,
+        timeout=20,
+        what="uvicorn to answer /healthz",
+    )
+    yield url
+    server.should_exit = True
+    thread.join(timeout=10)

@@ -4,23 +4,17 @@ Run with `make bench`; writes bench/report.json and bench/report.md. Not part of
 
 from __future__ import annotations
 
-import json
-import os
-import platform
-import statistics
 import time
-from datetime import UTC, datetime
-from pathlib import Path
-from typing import Any
 
 import psycopg
 import pytest
 from fastapi.testclient import TestClient
 from tests.integration.support import pg_connect
 
+from bench.conftest import Report, percentile
+
 TASKS = 50
 READ = {"profile": "demo-db", "scopes": ["read"], "ttl_seconds": 300, "justification": "bench"}
-REPORT_DIR = Path(__file__).parent
 TARGET_P99_SECONDS = 1.0
 
 
@@ -46,37 +40,24 @@ def propagation_seconds(client: TestClient, auth: dict[str, str]) -> float:
 
 
 @pytest.mark.bench
-def test_revocation_propagation(client: TestClient, pipeline_auth: dict[str, str]) -> None:
+def test_revocation_propagation(
+    client: TestClient, pipeline_auth: dict[str, str], report: Report
+) -> None:
     samples = sorted(propagation_seconds(client, pipeline_auth) for _ in range(TASKS))
-    p50 = statistics.median(samples)
-    p99 = samples[min(len(samples) - 1, round(0.99 * len(samples)) - 1)]
-    result: dict[str, Any] = {
-        "measured_at": datetime.now(UTC).isoformat(),
-        "machine": {
-            "cpus": os.cpu_count(),
-            "python": platform.python_version(),
-            "platform": platform.platform(),
-        },
-        "revocation_propagation": {
-            "what": "POST /v1/tasks/{id}/complete → first refused PostgreSQL login",
-            "tasks": TASKS,
-            "p50_seconds": round(p50, 4),
-            "p99_seconds": round(p99, 4),
-            "max_seconds": round(samples[-1], 4),
-            "target_p99_seconds": TARGET_P99_SECONDS,
-            "pass": p99 <= TARGET_P99_SECONDS,
-        },
+    p50, p99 = percentile(samples, 50), percentile(samples, 99)
+    report.sections["revocation_propagation"] = {
+        "what": "POST /v1/tasks/{id}/complete → first refused PostgreSQL login",
+        "tasks": TASKS,
+        "p50_seconds": round(p50, 4),
+        "p99_seconds": round(p99, 4),
+        "max_seconds": round(samples[-1], 4),
+        "target_p99_seconds": TARGET_P99_SECONDS,
+        "pass": p99 <= TARGET_P99_SECONDS,
     }
-    (REPORT_DIR / "report.json").write_text(json.dumps(result, indent=2) + "\n")
-    rev = result["revocation_propagation"]
-    (REPORT_DIR / "report.md").write_text(
-        "# jitbroker benchmark report\n\n"
-        f"Measured {result['measured_at']} on {result['machine']['platform']} "
-        f"({result['machine']['cpus']} CPUs, Python {result['machine']['python']}).\n\n"
-        "| measure | p50 | p99 | max | target | result |\n|---|---|---|---|---|---|\n"
-        f"| revocation propagation, {TASKS} tasks (complete → refused login) | "
-        f"{rev['p50_seconds'] * 1000:.0f} ms | {rev['p99_seconds'] * 1000:.0f} ms | "
-        f"{rev['max_seconds'] * 1000:.0f} ms | p99 ≤ {TARGET_P99_SECONDS * 1000:.0f} ms | "
-        f"{'pass' if rev['pass'] else 'FAIL'} |\n"
+    report.row(
+        f"revocation propagation, {TASKS} tasks (complete → refused login)",
+        f"p50 {p50 * 1000:.0f} ms, p99 {p99 * 1000:.0f} ms",
+        f"p99 ≤ {TARGET_P99_SECONDS * 1000:.0f} ms",
+        p99 <= TARGET_P99_SECONDS,
     )
     assert samples[-1] < 30

@@ -13,13 +13,14 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from prometheus_client import REGISTRY
 from starlette.exceptions import HTTPException as StarletteHTTPException
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from jitbroker import health
 from jitbroker.api import v1
 from jitbroker.bootstrap import Broker, build_broker
 from jitbroker.config import Settings
 from jitbroker.config_reload import watch_config
-from jitbroker.errors import PROBLEM_BASE, BrokerError
+from jitbroker.errors import PROBLEM_BASE, BrokerError, PayloadTooLarge
 from jitbroker.identity import dev_endpoints
 from jitbroker.metrics import BrokerStateCollector
 from jitbroker.revocation.failures import failing_counts
@@ -27,6 +28,7 @@ from jitbroker.ui.endpoints import router as ui_router
 
 log = logging.getLogger(__name__)
 PROBLEM_JSON = "application/problem+json"
+MAX_BODY_BYTES = 64 * 1024
 
 
 def create_app(settings: Settings | None = None, *, broker: Broker | None = None) -> FastAPI:
@@ -63,7 +65,46 @@ def create_app(settings: Settings | None = None, *, broker: Broker | None = None
     if broker.settings.dev_issuer_dir is not None:
         app.include_router(dev_endpoints.router)
     _install_problem_handlers(app)
+    app.add_middleware(BodySizeLimit, limit=MAX_BODY_BYTES)
     return app
+
+
+class BodyTooLarge(StarletteHTTPException):
+    """Raised from `receive` when a streamed body passes the limit; rendered as a 413 problem."""
+
+    def __init__(self, limit: int) -> None:
+        super().__init__(413, f"request body is larger than {limit} bytes")
+
+
+class BodySizeLimit:
+    """Refuse request bodies over `limit` bytes: by Content-Length up front, else as they stream."""
+
+    def __init__(self, app: ASGIApp, limit: int = MAX_BODY_BYTES) -> None:
+        self.app = app
+        self.limit = limit
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        for name, value in scope["headers"]:
+            if name == b"content-length" and value.isdigit() and int(value) > self.limit:
+                error = PayloadTooLarge(f"request body is larger than {self.limit} bytes")
+                response = _problem(413, error.problem(scope["path"]), {"Connection": "close"})
+                await response(scope, receive, send)
+                return
+        received = 0
+
+        async def limited_receive() -> Message:
+            nonlocal received
+            message = await receive()
+            if message["type"] == "http.request":
+                received += len(message.get("body", b""))
+                if received > self.limit:
+                    raise BodyTooLarge(self.limit)
+            return message
+
+        await self.app(scope, limited_receive, send)
 
 
 def _problem(
@@ -76,6 +117,11 @@ def _install_problem_handlers(app: FastAPI) -> None:
     @app.exception_handler(BrokerError)
     async def broker_error(request: Request, exc: BrokerError) -> JSONResponse:
         return _problem(exc.status, exc.problem(request.url.path), exc.headers)
+
+    @app.exception_handler(BodyTooLarge)
+    async def body_too_large(request: Request, exc: BodyTooLarge) -> JSONResponse:
+        error = PayloadTooLarge(str(exc.detail))
+        return _problem(413, error.problem(request.url.path), {"Connection": "close"})
 
     @app.exception_handler(RequestValidationError)
     async def validation_error(request: Request, exc: RequestValidationError) -> JSONResponse:

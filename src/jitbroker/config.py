@@ -95,6 +95,8 @@ class Settings(BaseSettings):
     review_grace_seconds: int = Field(default=7 * 86400, ge=0)
     review_check_interval_seconds: float = Field(default=60.0, gt=0)
     long_poll_max_seconds: int = Field(default=60, gt=0)
+    # Requests per workload id per minute (fixed window in Redis); 0 disables the limit.
+    rate_limit_per_minute: int = Field(default=600, ge=0)
     break_glass_min_justification: int = Field(default=20, ge=1)
     admin_groups: list[str] = Field(default_factory=lambda: ["platform-admins"])
     audit_stdout: bool = True
@@ -144,6 +146,8 @@ class IssuerConfig(BaseModel):
     max_token_lifetime_seconds: int = Field(default=86400, gt=0)
     jwks_cache_seconds: int = Field(default=300, ge=1)
     jwks_min_refresh_seconds: float = Field(default=10.0, ge=0)
+    # Refuse a second use of the same `jti` within the token's lifetime (tokens must carry one).
+    single_use_jti: bool = False
 
     @field_validator("name")
     @classmethod

@@ -82,6 +82,24 @@ class Conflict(BrokerError):
     slug = "conflict"
 
 
+class PayloadTooLarge(BrokerError):
+    status = 413
+    title = "Request body too large"
+    slug = "payload-too-large"
+
+
+class RateLimited(BrokerError):
+    """The caller sent more requests than its per-minute budget; retry after the window."""
+
+    status = 429
+    title = "Too many requests"
+    slug = "rate-limited"
+
+    def __init__(self, detail: str, *, retry_after: int, **extra: Any) -> None:
+        super().__init__(detail, **extra)
+        self.headers["Retry-After"] = str(retry_after)
+
+
 class ServiceUnavailable(BrokerError):
     status = 503
     title = "Service unavailable"

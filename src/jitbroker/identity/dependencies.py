@@ -11,7 +11,9 @@ from jitbroker import metrics
 from jitbroker.audit.events import AuditEvent, RequestContext
 from jitbroker.bootstrap import Broker
 from jitbroker.errors import Forbidden, Unauthenticated
+from jitbroker.identity.replay import refuse_replayed_jti
 from jitbroker.identity.schemas import HumanIdentity, Principal, WorkloadIdentity
+from jitbroker.ratelimit import enforce_rate_limit
 
 
 def get_broker(request: Request) -> Broker:
@@ -30,10 +32,12 @@ def request_context(request: Request) -> RequestContext:
 
 
 def authenticated_principal(request: Request, broker: BrokerDep) -> Principal:
-    """Verify the bearer token; every failure is audited and answered 401 with a reason."""
-    return verify_presented_token(
+    """Verify the bearer token (failures audited, 401), then apply the workload's rate limit."""
+    principal = verify_presented_token(
         request, broker, lambda: _bearer_token(request.headers.get("authorization"))
     )
+    enforce_rate_limit(broker, principal)
+    return principal
 
 
 def verify_presented_token(
@@ -43,6 +47,7 @@ def verify_presented_token(
     context = request_context(request)
     try:
         principal = broker.verifier.verify(presented())
+        refuse_replayed_jti(broker, principal)
     except Unauthenticated as exc:
         metrics.AUTH_FAILURES.inc()
         broker.audit.record(

@@ -18,6 +18,7 @@ class WorkloadIdentity:
     subject: str
     claims: dict[str, Any] = field(default_factory=dict, compare=False)
     jti: str | None = None
+    expires_at: int | None = field(default=None, compare=False)
 
     @property
     def triggered_by(self) -> str | None:
@@ -38,6 +39,7 @@ class HumanIdentity:
     email: str | None = None
     groups: tuple[str, ...] = ()
     jti: str | None = None
+    expires_at: int | None = field(default=None, compare=False)
 
 
 Principal = WorkloadIdentity | HumanIdentity

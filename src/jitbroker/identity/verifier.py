@@ -141,6 +141,7 @@ class TokenVerifier:
             subject=claims["sub"],
             claims=claims,
             jti=str(jti) if jti is not None else None,
+            expires_at=int(claims["exp"]),
         )
 
 
@@ -170,6 +171,7 @@ def _human(issuer: IssuerConfig, claims: dict[str, Any]) -> HumanIdentity:
         email=email if isinstance(email, str) else None,
         groups=tuple(str(g) for g in groups),
         jti=str(jti) if jti is not None else None,
+        expires_at=int(claims["exp"]),
     )
 
 
