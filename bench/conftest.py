@@ -9,20 +9,15 @@ import json
 import multiprocessing
 import os
 import platform
-import threading
 from collections.abc import Iterator
 from concurrent.futures import ProcessPoolExecutor
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-import httpx
 import pytest
 import redis
-import uvicorn
-from tests.integration.support import free_port, wait_for
 
-from jitbroker.app import create_app
 from jitbroker.bootstrap import Broker, build_broker
 from jitbroker.config import Settings
 
@@ -127,23 +122,3 @@ def broker(settings: Settings, state_redis: redis.Redis, worker: None, scheduler
     (still counted per request, so its Redis round trip stays in the measurement)."""
     del state_redis, worker, scheduler  # started (and state flushed) before the broker
     return build_broker(settings.model_copy(update={"rate_limit_per_minute": 10**9}))
-
-
-@pytest.fixture
-def live_url(broker: Broker) -> Iterator[str]:
-    """The app behind a real uvicorn on a free loopback port, in a background thread."""
-    port = free_port()
-    server = uvicorn.Server(
-        uvicorn.Config(create_app(broker=broker), host="127.0.0.1", port=port, log_level="warning")
-    )
-    thread = threading.Thread(target=server.run, name="uvicorn-bench", daemon=True)
-    thread.start()
-    url = f"http://127.0.0.1:{port}"
-    wait_for(
-        lambda: httpx.get(f"{url}/healthz", timeout=1).status_code == 200,
-        timeout=20,
-        what="uvicorn to answer /healthz",
-    )
-    yield url
-    server.should_exit = True
-    thread.join(timeout=10)

@@ -13,8 +13,10 @@ import threading
 from collections.abc import Iterator
 from pathlib import Path
 
+import httpx
 import pytest
 import redis
+import uvicorn
 from fastapi.testclient import TestClient
 from pydantic import SecretStr
 
@@ -324,3 +326,23 @@ def webhook_receiver(webhook_port: int) -> Iterator[WebhookReceiver]:
     receiver.shutdown()
     receiver.server_close()
     thread.join(timeout=5)
+
+
+@pytest.fixture
+def live_url(broker: Broker) -> Iterator[str]:
+    """The app behind a real uvicorn on a free loopback port, in a background thread."""
+    port = free_port()
+    server = uvicorn.Server(
+        uvicorn.Config(create_app(broker=broker), host="127.0.0.1", port=port, log_level="warning")
+    )
+    thread = threading.Thread(target=server.run, name="uvicorn-live", daemon=True)
+    thread.start()
+    url = f"http://127.0.0.1:{port}"
+    wait_for(
+        lambda: httpx.get(f"{url}/healthz", timeout=1).status_code == 200,
+        timeout=20,
+        what="uvicorn to answer /healthz",
+    )
+    yield url
+    server.should_exit = True
+    thread.join(timeout=10)

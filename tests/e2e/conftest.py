@@ -2,21 +2,16 @@
 
 from __future__ import annotations
 
-import threading
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
-import httpx
 import pytest
 import redis
-import uvicorn
 from playwright.sync_api import Browser, Page, Playwright, sync_playwright
 
-from jitbroker.app import create_app
 from jitbroker.bootstrap import Broker, build_broker
 from jitbroker.config import Settings
 from jitbroker.identity.dev_issuer import DevIssuer
-from tests.integration.support import free_port, wait_for
 
 CHROMIUM = Path("/usr/bin/chromium")
 CHROMIUM_ARGS = [
@@ -37,26 +32,6 @@ def broker(
 ) -> Broker:
     """The integration broker with the dev sign-in switched on (the test issuers' keys)."""
     return build_broker(settings.model_copy(update={"dev_issuer_dir": config_dir / "keys"}))
-
-
-@pytest.fixture
-def live_url(broker: Broker) -> Iterator[str]:
-    """The app behind a real uvicorn on a free loopback port, in a background thread."""
-    port = free_port()
-    server = uvicorn.Server(
-        uvicorn.Config(create_app(broker=broker), host="127.0.0.1", port=port, log_level="warning")
-    )
-    thread = threading.Thread(target=server.run, name="uvicorn-e2e", daemon=True)
-    thread.start()
-    url = f"http://127.0.0.1:{port}"
-    wait_for(
-        lambda: httpx.get(f"{url}/healthz", timeout=1).status_code == 200,
-        timeout=20,
-        what="uvicorn to answer /healthz",
-    )
-    yield url
-    server.should_exit = True
-    thread.join(timeout=10)
 
 
 @pytest.fixture

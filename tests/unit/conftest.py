@@ -2,12 +2,13 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
 import pytest
 import yaml
+from fastapi.testclient import TestClient
 from tests.unit.fakes import (
     PIPELINE,
     READ_REQUEST,
@@ -16,11 +17,13 @@ from tests.unit.fakes import (
     write_demo_config,
 )
 
+from jitbroker.app import create_app
 from jitbroker.audit.events import RequestContext
 from jitbroker.bootstrap import Broker
 from jitbroker.config import BrokerConfig, load_config
 from jitbroker.grants import service as grants
 from jitbroker.grants.schemas import GrantRecord
+from jitbroker.identity.dev_issuer import DevIssuer
 from jitbroker.revocation.queue import InMemoryRevocationQueue
 from jitbroker.tasks import service as tasks
 
@@ -101,3 +104,39 @@ def issued_grant(broker: Broker, open_task_id: str) -> GrantRecord:
         context=RequestContext(),
     )
     return outcome.grant
+
+
+@pytest.fixture
+def client(broker: Broker) -> Iterator[TestClient]:
+    """The API over the memory broker; unexpected errors come back as responses, not raises."""
+    with TestClient(create_app(broker=broker), raise_server_exceptions=False) as test_client:
+        yield test_client
+
+
+@pytest.fixture
+def dev_issuer(demo_config_dir: Path) -> DevIssuer:
+    return DevIssuer(demo_config_dir / "keys")
+
+
+def bearer(token: str) -> dict[str, str]:
+    return {"Authorization": f"Bearer {token}"}
+
+
+@pytest.fixture
+def pipeline_auth(broker: Broker, dev_issuer: DevIssuer) -> dict[str, str]:
+    return bearer(dev_issuer.workload_token(broker.config, "demo-pipeline"))
+
+
+@pytest.fixture
+def other_auth(broker: Broker, dev_issuer: DevIssuer) -> dict[str, str]:
+    return bearer(dev_issuer.workload_token(broker.config, "other-pipeline"))
+
+
+@pytest.fixture
+def approver_auth(broker: Broker, dev_issuer: DevIssuer) -> dict[str, str]:
+    return bearer(dev_issuer.human_token(broker.config, "alice"))
+
+
+@pytest.fixture
+def admin_auth(broker: Broker, dev_issuer: DevIssuer) -> dict[str, str]:
+    return bearer(dev_issuer.human_token(broker.config, "root-admin"))

@@ -9,15 +9,15 @@ from typing import Annotated, Any
 
 import typer
 
-# The approvals commands' HTTP client, token options and error handling, shared on purpose.
-from jitbroker.cli import approvals as broker_api
-from jitbroker.cli.approvals import (
+from jitbroker.cli.broker_http import (
     DEFAULT_API,
     ApiOption,
     AsOption,
     JsonOption,
     TokenFileOption,
     TokenOption,
+    approver_token,
+    call_broker,
 )
 
 workloads_app = typer.Typer(
@@ -76,9 +76,9 @@ def sign_off(
     as_human: AsOption = None,
 ) -> None:
     """Sign off a production workload as configured now (you must be in its owner team)."""
-    record = broker_api._call(
+    record = call_broker(
         api,
-        broker_api._token(token, token_file, as_human),
+        approver_token(token, token_file, as_human),
         "POST",
         f"/v1/workloads/{workload_id}/sign-off",
         json_body={"comment": comment},
@@ -100,9 +100,9 @@ def review(
     as_human: AsOption = None,
 ) -> None:
     """Attest the workload's access (you must be in its owner team); restarts the review clock."""
-    item = broker_api._call(
+    item = call_broker(
         api,
-        broker_api._token(token, token_file, as_human),
+        approver_token(token, token_file, as_human),
         "POST",
         f"/v1/workloads/{workload_id}/review",
         json_body={"decision": decision, "comment": comment},
@@ -181,9 +181,7 @@ def _get(
     path: str,
     params: dict[str, str] | None = None,
 ) -> Any:
-    return broker_api._call(
-        api, broker_api._token(token, token_file, as_human), "GET", path, params=params
-    )
+    return call_broker(api, approver_token(token, token_file, as_human), "GET", path, params=params)
 
 
 def _state(item: dict[str, Any]) -> str:

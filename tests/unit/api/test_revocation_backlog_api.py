@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-from pathlib import Path
-
 import pytest
 from fastapi.testclient import TestClient
 from tests.unit.fakes import FakeEngine
@@ -11,16 +9,9 @@ from tests.unit.fakes import FakeEngine
 from jitbroker.bootstrap import Broker
 from jitbroker.errors import VaultUnavailable
 from jitbroker.grants.schemas import GrantRecord, RevokeReason
-from jitbroker.identity.dev_issuer import DevIssuer
 from jitbroker.revocation.service import request_revocation, revoke_grant
 
 READ = {"profile": "demo-db", "scopes": ["read"], "ttl_seconds": 60, "justification": "x"}
-
-
-@pytest.fixture
-def admin_auth(broker: Broker, demo_config_dir: Path) -> dict[str, str]:
-    token = DevIssuer(demo_config_dir / "keys").human_token(broker.config, "root-admin")
-    return {"Authorization": f"Bearer {token}"}
 
 
 @pytest.fixture

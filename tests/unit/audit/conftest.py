@@ -2,20 +2,16 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from pathlib import Path
 
 import fakeredis
 import pytest
-from fastapi.testclient import TestClient
 
-from jitbroker.app import create_app
 from jitbroker.audit.chain import ChainReport, split_file_lines, verify_chain
 from jitbroker.audit.events import AuditEvent
 from jitbroker.audit.log import AuditLog
 from jitbroker.audit.repository import AuditStream
-from jitbroker.bootstrap import Broker
-from jitbroker.identity.dev_issuer import DevIssuer
 from jitbroker.signing import BrokerSigningKey
 
 PREFIX = "jbunit"
@@ -93,34 +89,3 @@ def twelve_records(audit_log: AuditLog) -> AuditLog:
     for number in range(1, 13):
         audit_log.record(event(number))
     return audit_log
-
-
-@pytest.fixture
-def client(broker: Broker) -> Iterator[TestClient]:
-    with TestClient(create_app(broker=broker), raise_server_exceptions=False) as test_client:
-        yield test_client
-
-
-@pytest.fixture
-def dev_issuer(demo_config_dir: Path) -> DevIssuer:
-    return DevIssuer(demo_config_dir / "keys")
-
-
-@pytest.fixture
-def admin_auth(broker: Broker, dev_issuer: DevIssuer) -> dict[str, str]:
-    return {"Authorization": f"Bearer {dev_issuer.human_token(broker.config, 'root-admin')}"}
-
-
-@pytest.fixture
-def approver_auth(broker: Broker, dev_issuer: DevIssuer) -> dict[str, str]:
-    return {"Authorization": f"Bearer {dev_issuer.human_token(broker.config, 'alice')}"}
-
-
-@pytest.fixture
-def pipeline_auth(broker: Broker, dev_issuer: DevIssuer) -> dict[str, str]:
-    return {"Authorization": f"Bearer {dev_issuer.workload_token(broker.config, 'demo-pipeline')}"}
-
-
-@pytest.fixture
-def other_auth(broker: Broker, dev_issuer: DevIssuer) -> dict[str, str]:
-    return {"Authorization": f"Bearer {dev_issuer.workload_token(broker.config, 'other-pipeline')}"}

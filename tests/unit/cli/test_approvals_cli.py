@@ -12,7 +12,7 @@ from typer.testing import CliRunner
 from jitbroker.app import create_app
 from jitbroker.bootstrap import Broker
 from jitbroker.cli import app as cli
-from jitbroker.cli import approvals as approvals_cli
+from jitbroker.cli import broker_http
 from jitbroker.identity.dev_issuer import DevIssuer
 
 WRITE = {"profile": "demo-db", "scopes": ["write"], "ttl_seconds": 600, "justification": "migrate"}
@@ -25,7 +25,7 @@ def api(broker: Broker, monkeypatch: pytest.MonkeyPatch) -> None:
     def in_process(api_url: str, token: str) -> httpx.Client:
         return TestClient(application, headers={"Authorization": f"Bearer {token}"})
 
-    monkeypatch.setattr(approvals_cli, "client_factory", in_process)
+    monkeypatch.setattr(broker_http, "client_factory", in_process)
 
 
 @pytest.fixture

@@ -3,18 +3,14 @@ tests move, and the people who own, review and administer them."""
 
 from __future__ import annotations
 
-from collections.abc import Iterator
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import pytest
-from fastapi.testclient import TestClient
 from tests.unit.fakes import write_demo_config
 
-from jitbroker.app import create_app
 from jitbroker.bootstrap import Broker
-from jitbroker.identity.dev_issuer import DevIssuer
 from jitbroker.identity.schemas import HumanIdentity, WorkloadIdentity
 
 GOVERNANCE = """
@@ -110,14 +106,3 @@ def clock(broker: Broker) -> MovableClock:
     movable = MovableClock(START)
     broker.clock = movable
     return movable
-
-
-@pytest.fixture
-def client(broker: Broker) -> Iterator[TestClient]:
-    with TestClient(create_app(broker=broker), raise_server_exceptions=False) as test_client:
-        yield test_client
-
-
-@pytest.fixture
-def dev_issuer(demo_config_dir: Path) -> DevIssuer:
-    return DevIssuer(demo_config_dir / "keys")

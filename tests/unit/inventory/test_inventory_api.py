@@ -11,7 +11,7 @@ from typer.testing import CliRunner
 from jitbroker.app import create_app
 from jitbroker.bootstrap import Broker
 from jitbroker.cli import app as cli
-from jitbroker.cli import approvals as broker_api
+from jitbroker.cli import broker_http
 from jitbroker.identity.dev_issuer import DevIssuer
 from jitbroker.inventory.service import enforce_reviews
 
@@ -38,7 +38,7 @@ def in_process_cli(broker: Broker, monkeypatch: pytest.MonkeyPatch) -> None:
     def in_process(api_url: str, token: str) -> httpx.Client:
         return TestClient(application, headers={"Authorization": f"Bearer {token}"})
 
-    monkeypatch.setattr(broker_api, "client_factory", in_process)
+    monkeypatch.setattr(broker_http, "client_factory", in_process)
 
 
 def run(*args: str) -> tuple[int, str, str]:

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 from collections.abc import Iterator
-from pathlib import Path
 
 import pytest
 from fastapi.testclient import TestClient
@@ -18,27 +17,11 @@ def bearer(token: str) -> dict[str, str]:
 
 
 @pytest.fixture
-def dev_issuer(demo_config_dir: Path) -> DevIssuer:
-    return DevIssuer(demo_config_dir / "keys")
-
-
-@pytest.fixture
-def client(broker: Broker) -> Iterator[TestClient]:
-    with TestClient(create_app(broker=broker), raise_server_exceptions=False) as test_client:
-        yield test_client
-
-
-@pytest.fixture
 def dev_client(broker: Broker, dev_issuer: DevIssuer) -> Iterator[TestClient]:
     """The app as the dev stack runs it: JITBROKER_DEV_ISSUER_DIR set."""
     broker.settings = broker.settings.model_copy(update={"dev_issuer_dir": dev_issuer.directory})
     with TestClient(create_app(broker=broker), raise_server_exceptions=False) as test_client:
         yield test_client
-
-
-@pytest.fixture
-def pipeline_auth(broker: Broker, dev_issuer: DevIssuer) -> dict[str, str]:
-    return bearer(dev_issuer.workload_token(broker.config, "demo-pipeline"))
 
 
 @pytest.fixture
