@@ -376,3 +376,61 @@ def test_sweeper_cost(settings: Settings, report: Report) -> None:
         "independent of live grants (≤ 1.5×)",
         passed,
     )
+
+
+MEMORY_TASKS = 20
+MEMORY_GRANTS_PER_TASK = 10
+
+
+def key_sizes(client: redis.Redis, prefix: str) -> dict[bytes, int]:
+    """`MEMORY USAGE` of every broker key, every element counted (SAMPLES 0)."""
+    return {
+        key: int(client.memory_usage(key, samples=0) or 0)
+        for key in client.scan_iter(match=f"{prefix}:*", count=1000)
+    }
+
+
+def split_audit(sizes: dict[bytes, int], prefix: str) -> tuple[int, int]:
+    """(bytes of state keys, bytes of audit keys): the audit log is retained history, not state."""
+    audit = f"{prefix}:audit".encode()
+    in_audit = sum(size for key, size in sizes.items() if key.startswith(audit))
+    return sum(sizes.values()) - in_audit, in_audit
+
+
+@pytest.mark.bench
+def test_redis_memory_per_live_grant(
+    http: httpx.Client,
+    broker: Broker,
+    settings: Settings,
+    pipeline_auth: dict[str, str],
+    report: Report,
+) -> None:
+    client = redis.Redis.from_url(settings.redis_url)
+    prefix = settings.key_prefix
+    tasks = open_tasks(http, pipeline_auth, MEMORY_TASKS)
+    before_state, before_audit = split_audit(key_sizes(client, prefix), prefix)
+    for task_id in tasks:
+        for _ in range(MEMORY_GRANTS_PER_TASK):
+            response = http.post(
+                f"/v1/tasks/{task_id}/grants",
+                json=grant_body("demo-token", TTL),
+                headers=pipeline_auth,
+            )
+            assert response.status_code == 201, response.text
+    after_state, after_audit = split_audit(key_sizes(client, prefix), prefix)
+    complete_tasks(http, pipeline_auth, tasks)
+    wait_for(lambda: broker.ledger.size() == 0, timeout=120, what="revocations")
+    grants = MEMORY_TASKS * MEMORY_GRANTS_PER_TASK
+    per_grant = (after_state - before_state) / grants
+    audit_per_grant = (after_audit - before_audit) / grants
+    assert per_grant > 0, "issuing grants recorded nothing in Redis"
+    report.sections["redis_memory"] = {
+        "what": f"MEMORY USAGE (SAMPLES 0) summed over the broker's keys before and after "
+        f"{grants} live demo-token grants in {MEMORY_TASKS} tasks",
+        "state_bytes_per_live_grant": round(per_grant),
+        "audit_bytes_per_grant": round(audit_per_grant),
+    }
+    report.row(
+        "Redis memory per live grant (state keys; audit history separately)",
+        f"{per_grant / 1024:.1f} KiB state + {audit_per_grant / 1024:.1f} KiB audit",
+    )
