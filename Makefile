@@ -4,7 +4,7 @@ VENV ?= .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: install run test test-unit test-integration test-e2e lint format bench clean
+.PHONY: install run test test-unit test-integration test-e2e test-resilience lint format bench clean
 
 install: $(STAMP)
 
@@ -17,9 +17,11 @@ $(STAMP): pyproject.toml
 run: install
 	$(BIN)/jitbroker dev stack
 
+# tests/resilience runs in a session of its own: it points the stack at a Redis it restarts.
 test: install
 	$(BIN)/jitbroker policy test examples/dev
 	$(BIN)/python -m pytest
+	$(BIN)/python -m pytest tests/resilience
 
 test-unit: install
 	$(BIN)/python -m pytest tests/unit
@@ -29,6 +31,9 @@ test-integration: install
 
 test-e2e: install
 	$(BIN)/python -m pytest tests/e2e
+
+test-resilience: install
+	$(BIN)/python -m pytest tests/resilience
 
 lint: install
 	$(BIN)/ruff check src tests bench

@@ -1,13 +1,16 @@
-"""Helpers shared by the integration tests: polling with a deadline, PostgreSQL checks."""
+"""Helpers shared by the integration tests: polling with a deadline, PostgreSQL checks, the
+secret scan of Redis."""
 
 from __future__ import annotations
 
+import base64
+import binascii
 import json
 import os
 import socket
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
@@ -15,6 +18,7 @@ from typing import Any, TypeVar
 
 import psycopg
 import pytest
+import redis
 
 ROOT = Path(__file__).resolve().parents[2]
 STATE_REDIS_URL = os.environ.get("JITBROKER_TEST_REDIS_URL", "redis://127.0.0.1:6379/15")
@@ -138,3 +142,60 @@ class ReceiverHandler(BaseHTTPRequestHandler):
 
     def log_message(self, *args: Any) -> None:
         """Keep the test output clean; the receiver's record is the log."""
+
+
+def decoded(value: bytes | str) -> Iterator[str]:
+    """The value as text, plus anything base64-wrapped inside it (Celery message bodies)."""
+    text = value.decode("utf-8", "replace") if isinstance(value, bytes) else value
+    yield text
+    try:
+        document = json.loads(text)
+    except ValueError:
+        return
+    yield from _wrapped(document)
+
+
+def _wrapped(document: Any) -> Iterator[str]:
+    if isinstance(document, dict):
+        for key, item in document.items():
+            if key == "body" and isinstance(item, str):
+                try:
+                    yield base64.b64decode(item, validate=True).decode("utf-8", "replace")
+                except (binascii.Error, ValueError):
+                    pass
+            yield from _wrapped(item)
+    elif isinstance(document, list):
+        for item in document:
+            if isinstance(item, str):
+                yield from decoded(item)
+            else:
+                yield from _wrapped(item)
+    elif isinstance(document, str) and document[:1] in "[{":
+        yield from decoded(document)
+
+
+def redis_texts(client: redis.Redis) -> Iterator[tuple[str, str]]:
+    """(key, text) for every value of every key, read the way its type is read."""
+    for raw_key in client.scan_iter(count=500):
+        key = raw_key.decode()
+        kind = client.type(raw_key).decode()
+        values: list[bytes | str] = [raw_key]
+        if kind == "string":
+            values.append(client.get(raw_key) or b"")
+        elif kind == "hash":
+            values += [part for pair in client.hgetall(raw_key).items() for part in pair]
+        elif kind == "list":
+            values += client.lrange(raw_key, 0, -1)
+        elif kind == "set":
+            values += list(client.smembers(raw_key))
+        elif kind == "zset":
+            values += [member for member, _ in client.zrange(raw_key, 0, -1, withscores=True)]
+        elif kind == "stream":
+            values += [
+                v for _, fields in client.xrange(raw_key) for pair in fields.items() for v in pair
+            ]
+        else:
+            pytest.fail(f"key {key} has type {kind}, which this scan does not read")
+        for value in values:
+            for text in decoded(value):
+                yield key, text

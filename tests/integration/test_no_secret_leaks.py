@@ -3,13 +3,9 @@ bearer token) is anywhere in the audit stream, the audit file, Redis or the proc
 
 from __future__ import annotations
 
-import base64
-import binascii
 import json
 import logging
-from collections.abc import Iterator
 from pathlib import Path
-from typing import Any
 
 import pytest
 import redis
@@ -17,7 +13,7 @@ from fastapi.testclient import TestClient
 
 from jitbroker.bootstrap import Broker
 from jitbroker.config import Settings
-from tests.integration.support import wait_for
+from tests.integration.support import redis_texts, wait_for
 
 pytestmark = pytest.mark.integration
 
@@ -28,63 +24,6 @@ TOKEN_READ = {
     "ttl_seconds": 300,
     "justification": "kv",
 }
-
-
-def decoded(value: bytes | str) -> Iterator[str]:
-    """The value as text, plus anything base64-wrapped inside it (Celery message bodies)."""
-    text = value.decode("utf-8", "replace") if isinstance(value, bytes) else value
-    yield text
-    try:
-        document = json.loads(text)
-    except ValueError:
-        return
-    yield from _wrapped(document)
-
-
-def _wrapped(document: Any) -> Iterator[str]:
-    if isinstance(document, dict):
-        for key, item in document.items():
-            if key == "body" and isinstance(item, str):
-                try:
-                    yield base64.b64decode(item, validate=True).decode("utf-8", "replace")
-                except (binascii.Error, ValueError):
-                    pass
-            yield from _wrapped(item)
-    elif isinstance(document, list):
-        for item in document:
-            if isinstance(item, str):
-                yield from decoded(item)
-            else:
-                yield from _wrapped(item)
-    elif isinstance(document, str) and document[:1] in "[{":
-        yield from decoded(document)
-
-
-def redis_texts(client: redis.Redis) -> Iterator[tuple[str, str]]:
-    """(key, text) for every value of every key, read the way its type is read."""
-    for raw_key in client.scan_iter(count=500):
-        key = raw_key.decode()
-        kind = client.type(raw_key).decode()
-        values: list[bytes | str] = [raw_key]
-        if kind == "string":
-            values.append(client.get(raw_key) or b"")
-        elif kind == "hash":
-            values += [part for pair in client.hgetall(raw_key).items() for part in pair]
-        elif kind == "list":
-            values += client.lrange(raw_key, 0, -1)
-        elif kind == "set":
-            values += list(client.smembers(raw_key))
-        elif kind == "zset":
-            values += [member for member, _ in client.zrange(raw_key, 0, -1, withscores=True)]
-        elif kind == "stream":
-            values += [
-                v for _, fields in client.xrange(raw_key) for pair in fields.items() for v in pair
-            ]
-        else:
-            pytest.fail(f"key {key} has type {kind}, which this scan does not read")
-        for value in values:
-            for text in decoded(value):
-                yield key, text
 
 
 def test_no_issued_secret_is_in_the_audit_trail_redis_or_the_logs(
