@@ -29,11 +29,15 @@ class ReceiptRepository:
     def _key(self, grant_id: str) -> str:
         return f"{self._prefix}:receipt:{grant_id}"
 
-    def save(self, receipt: RevocationReceipt) -> None:
+    def save(self, receipt: RevocationReceipt) -> RevocationReceipt:
+        """Store the grant's one receipt; if one is stored already, that one stands (returned)."""
         try:
-            self._redis.set(self._key(receipt.grant_id), receipt.model_dump_json())
+            if self._redis.set(self._key(receipt.grant_id), receipt.model_dump_json(), nx=True):
+                return receipt
+            raw = self._redis.get(self._key(receipt.grant_id))
         except redis.RedisError as exc:
             raise StateUnavailable(f"cannot store receipt: {type(exc).__name__}") from None
+        return RevocationReceipt.model_validate_json(raw) if raw else receipt
 
     def get(self, grant_id: str) -> RevocationReceipt | None:
         try:

@@ -171,6 +171,8 @@ def _carry_out(broker: Broker, grant: GrantRecord) -> GrantRecord:
     grant.revoked_at = revoked_at
     elapsed = time.monotonic() - started
     receipt = _signed_receipt(broker, grant, checks, elapsed)
+    # A concurrent revocation of this grant may have stored its receipt first: that one stands.
+    revoked_at = receipt.revoked_at
     for _ in range(MAX_CAS_ATTEMPTS):
         grant.state = final
         grant.revoked_at = revoked_at
@@ -220,7 +222,7 @@ def _signed_receipt(
         key_id=broker.signing_key.key_id,
     ).signed_with(broker.signing_key)
     try:
-        broker.receipts.save(receipt)
+        return broker.receipts.save(receipt)
     except BrokerError as exc:
         # The revocation itself is done and audited; a missing receipt is reported, not retried.
         log.error("receipt for %s not stored: %s", grant.grant_id, exc.detail)

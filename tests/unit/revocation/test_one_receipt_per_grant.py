@@ -1,0 +1,43 @@
+"""Two revocations of one grant carried out at once (duplicate messages, two sweepers) store one
+receipt, and the terminal audit event names that receipt."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import pytest
+
+from jitbroker.bootstrap import Broker
+from jitbroker.errors import StateUnavailable
+from jitbroker.grants.schemas import GrantRecord, GrantState, RevokeReason
+from jitbroker.revocation.service import request_revocation, revoke_grant
+
+
+def test_a_second_carry_out_keeps_the_first_receipt_and_the_audit_names_it(
+    broker: Broker, issued_grant: GrantRecord, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    grant_id = issued_grant.grant_id
+    request_revocation(broker, grant_id=grant_id, reason=RevokeReason.task_completed)
+    real_replace = broker.grants.replace
+
+    def terminal_write_lost(grant: GrantRecord, **kwargs: Any) -> bool:
+        if grant.state == GrantState.revoked:
+            raise StateUnavailable("the other worker is slower to write")
+        return real_replace(grant, **kwargs)
+
+    # The first worker stores its receipt, then loses the race to write the terminal state.
+    monkeypatch.setattr(broker.grants, "replace", terminal_write_lost)
+    with pytest.raises(StateUnavailable):
+        revoke_grant(broker, grant_id=grant_id)
+    first = broker.receipts.get(grant_id)
+    monkeypatch.undo()
+
+    revoked = revoke_grant(broker, grant_id=grant_id)
+
+    assert first is not None
+    assert revoked is not None
+    assert revoked.state == GrantState.revoked
+    assert broker.receipts.get(grant_id) == first
+    assert revoked.revoked_at == first.revoked_at
+    (event,) = [e for e in broker.audit.read_all() if e.type == "grant.revoked"]
+    assert event.details["receipt_signature"] == first.signature
