@@ -23,6 +23,7 @@ from jitbroker.config_reload import watch_config
 from jitbroker.errors import PROBLEM_BASE, BrokerError, PayloadTooLarge
 from jitbroker.identity import dev_endpoints
 from jitbroker.metrics import BrokerStateCollector
+from jitbroker.openapi_spec import finish_spec
 from jitbroker.revocation.failures import failing_counts
 from jitbroker.ui.endpoints import router as ui_router
 
@@ -66,6 +67,13 @@ def create_app(settings: Settings | None = None, *, broker: Broker | None = None
         app.include_router(dev_endpoints.router)
     _install_problem_handlers(app)
     app.add_middleware(BodySizeLimit, limit=MAX_BODY_BYTES)
+
+    def openapi() -> dict[str, Any]:
+        if app.openapi_schema is None:
+            app.openapi_schema = finish_spec(FastAPI.openapi(app))
+        return app.openapi_schema
+
+    app.openapi = openapi  # type: ignore[method-assign]
     return app
 
 

@@ -97,6 +97,12 @@ class Settings(BaseSettings):
     long_poll_max_seconds: int = Field(default=60, gt=0)
     # Requests per workload id per minute (fixed window in Redis); 0 disables the limit.
     rate_limit_per_minute: int = Field(default=600, ge=0)
+    # Per-connection HTTP limits (connection_limits.py): a request's line and headers must arrive
+    # within this many seconds and bytes (above the 8 KiB bearer cap, so it gets its own 401), its
+    # body within its own deadline; slower or larger requests get 408/431 and a closed connection.
+    http_header_timeout_seconds: float = Field(default=10.0, gt=0)
+    http_body_timeout_seconds: float = Field(default=30.0, gt=0)
+    http_max_header_bytes: int = Field(default=16 * 1024, ge=12 * 1024)
     break_glass_min_justification: int = Field(default=20, ge=1)
     admin_groups: list[str] = Field(default_factory=lambda: ["platform-admins"])
     audit_stdout: bool = True

@@ -2,11 +2,14 @@
 
 from __future__ import annotations
 
+import threading
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
 import jwt
 import pytest
+import redis
 from fastapi.testclient import TestClient
 from tests.unit.api.conftest import bearer
 
@@ -212,3 +215,59 @@ def test_single_use_is_per_issuer(
     single_use(broker, "test-humans")
     for _ in range(2):
         assert client.post("/v1/tasks", json=TASK, headers=pipeline_auth).status_code == 201
+
+
+def test_concurrent_replays_of_a_single_use_token_admit_exactly_one(
+    client: TestClient, broker: Broker, pipeline_auth: dict[str, str]
+) -> None:
+    """Pass: eight simultaneous uses of one single-use token give exactly one 201; the other
+    seven are 401 (the used-jti marker is set atomically, not checked then set)."""
+    single_use(broker)
+    barrier = threading.Barrier(8)
+
+    def use_token() -> int:
+        barrier.wait(timeout=10)
+        return client.post("/v1/tasks", json=TASK, headers=pipeline_auth).status_code
+
+    with ThreadPoolExecutor(max_workers=8) as pool:
+        statuses = sorted(pool.map(lambda _: use_token(), range(8)))
+    assert statuses == [201] + [401] * 7
+
+
+def test_a_used_single_use_token_is_refused_on_every_endpoint(
+    client: TestClient, broker: Broker, pipeline_auth: dict[str, str], task_id: str
+) -> None:
+    """Pass: once a single-use token has been spent (here on opening a task), a read with it is
+    401 too: the jti is consumed by any authenticated call, not per endpoint."""
+    single_use(broker)
+    assert client.post("/v1/tasks", json=TASK, headers=pipeline_auth).status_code == 201
+    assert_problem(client.get(f"/v1/tasks/{task_id}", headers=pipeline_auth), 401, "already")
+
+
+def test_single_use_human_tokens_are_refused_on_replay(
+    client: TestClient, broker: Broker, human_auth: dict[str, str]
+) -> None:
+    """Pass: a human issuer marked single-use refuses the second use of an approver token 401."""
+    single_use(broker, "test-humans")
+    assert client.get("/v1/approvals", headers=human_auth).status_code == 200
+    assert_problem(client.get("/v1/approvals", headers=human_auth), 401, "already been used")
+
+
+def test_single_use_check_fails_closed_when_redis_is_down(
+    client: TestClient,
+    broker: Broker,
+    pipeline_auth: dict[str, str],
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """Pass: if the used-jti marker cannot be written, the token is refused 503 problem+json
+    with Retry-After, never accepted unchecked."""
+    single_use(broker)
+    limit_to(broker, 0)
+
+    def redis_down(*args: Any, **kwargs: Any) -> None:
+        raise redis.ConnectionError("connection refused")
+
+    monkeypatch.setattr(broker.redis, "set", redis_down)
+    response = client.post("/v1/tasks", json=TASK, headers=pipeline_auth)
+    assert_problem(response, 503, "could not record the token's jti")
+    assert "Retry-After" in response.headers
