@@ -84,6 +84,7 @@ class RemoteKeySet:
         self.cache_seconds = cache_seconds
         self.min_refresh_seconds = min_refresh_seconds
         self._clock = clock
+        self._timeout = timeout_seconds
         self._http = httpx.Client(timeout=timeout_seconds, transport=transport)
         self._keys: dict[str, jwt.PyJWK] = {}
         self._fetched_at: float | None = None
@@ -106,14 +107,30 @@ class RemoteKeySet:
     def _refresh(self, now: float) -> None:
         self._attempted_at = now
         try:
-            response = self._http.get(self.url, headers={"Accept": "application/json"})
-            response.raise_for_status()
-            if len(response.content) > MAX_JWKS_BYTES:
-                raise ValueError(f"JWKS larger than {MAX_JWKS_BYTES} bytes")
-            keys = parse_jwks(response.json())
+            document = json.loads(self._fetch())
+            keys = parse_jwks(document)
+            if not keys and document["keys"]:
+                # Keys listed but none usable is a broken publisher, not a rotation to nothing.
+                raise ValueError("JWKS lists keys but none is a usable signing key")
         except (httpx.HTTPError, ValueError) as exc:
             # Keep serving the keys we have: a JWKS outage must not lock out every workload.
             log.warning("JWKS refresh from %s failed: %s", self.url, exc)
             return
         self._keys = keys
         self._fetched_at = now
+
+    def _fetch(self) -> bytes:
+        """The JWKS body within one overall deadline and size cap: the lock is held meanwhile,
+        and httpx's timeout is per read, so a server sending a byte at a time would hold every
+        verification for this issuer."""
+        deadline = time.monotonic() + self._timeout
+        body = bytearray()
+        with self._http.stream("GET", self.url, headers={"Accept": "application/json"}) as response:
+            response.raise_for_status()
+            for chunk in response.iter_bytes():
+                body += chunk
+                if len(body) > MAX_JWKS_BYTES:
+                    raise ValueError(f"JWKS larger than {MAX_JWKS_BYTES} bytes")
+                if time.monotonic() > deadline:
+                    raise ValueError(f"JWKS not received within {self._timeout}s")
+        return bytes(body)
