@@ -3,16 +3,24 @@
 from __future__ import annotations
 
 import hashlib
+import logging
 from dataclasses import dataclass
 
 import redis
 
 from jitbroker.errors import StateUnavailable
 from jitbroker.grants.schemas import GrantRecord, GrantState
+from jitbroker.inventory.repository import InventoryRepository, parse_sign_off
+from jitbroker.inventory.schemas import LastUse, SignOff
 from jitbroker.records import VersionedStore
 from jitbroker.revocation.ledger import ExpiryLedger
 from jitbroker.revocation.repository import RevocationBacklogRepository
-from jitbroker.tasks.repository import TaskRepository
+from jitbroker.tasks.repository import TaskRepository, parse_task
+from jitbroker.tasks.schemas import TaskRecord, TaskState
+from jitbroker.workloads.repository import WorkloadRepository, parse_suspension
+from jitbroker.workloads.schemas import Suspension
+
+log = logging.getLogger(__name__)
 
 # Claim an idempotency key for one request; return what is already there if someone has.
 CLAIM_KEY = """
@@ -22,6 +30,16 @@ end
 redis.call('HSET', KEYS[1], 'fingerprint', ARGV[1], 'grant_id', '')
 redis.call('EXPIRE', KEYS[1], tonumber(ARGV[2]))
 return false
+"""
+
+
+# What a grant request reads before it is decided, as one consistent read: the workload's
+# suspension, the task's document and version, and (when a third key is given) the sign-off.
+READ_REQUEST_STATE = """
+local task = redis.call('HMGET', KEYS[2], 'doc', 'version')
+local sign_off = false
+if #KEYS > 2 then sign_off = redis.call('GET', KEYS[3]) end
+return {redis.call('GET', KEYS[1]), task[1], task[2], sign_off}
 """
 
 
@@ -55,6 +73,24 @@ LEASE_HOLDING_STATES = frozenset({GrantState.issued, GrantState.revoking})
 
 
 @dataclass(frozen=True)
+class RequestState:
+    """What a grant request reads before it is decided, read in one round trip."""
+
+    suspension: Suspension | None
+    task: TaskRecord | None
+    sign_off: SignOff | None
+
+
+@dataclass(frozen=True)
+class StateAtRecording:
+    """The task's state and the workload's suspension, read in the transaction that recorded a
+    grant."""
+
+    task_active: bool
+    suspension: Suspension | None
+
+
+@dataclass(frozen=True)
 class IdempotencyClaim:
     """Who holds an idempotency key: the request's fingerprint and, once recorded, its grant."""
 
@@ -80,13 +116,35 @@ class GrantRepository:
         self._store = VersionedStore(
             client, GrantRecord, key_pattern=f"{prefix}:grant:{{id}}", id_field="grant_id"
         )
+        # Stateless over the shared client; the grant path reads and writes their keys in its
+        # own round trips.
+        self._workloads = WorkloadRepository(client, prefix)
+        self._inventory = InventoryRepository(client, prefix)
         self._claim_key = client.register_script(CLAIM_KEY)
+        self._read_request_state = client.register_script(READ_REQUEST_STATE)
         self._replace = client.register_script(REPLACE_GRANT)
         self.pending_key = f"{prefix}:approvals:pending"
         self.review_key = f"{prefix}:approvals:review"
 
     def get(self, grant_id: str) -> GrantRecord | None:
         return self._store.get(grant_id)
+
+    def request_state(self, *, workload_id: str, task_id: str, sign_off: bool) -> RequestState:
+        """The workload's suspension, the task and (when `sign_off`) the workload's sign-off,
+        in one round trip instead of one each."""
+        keys = [self._workloads.suspension_key(workload_id), self._tasks.key(task_id)]
+        if sign_off:
+            keys.append(self._inventory.sign_off_key(workload_id))
+        try:
+            suspension, doc, version, signed = self._read_request_state(keys=keys)
+        except redis.RedisError as exc:
+            raise StateUnavailable(f"cannot read state: {type(exc).__name__}") from None
+        # Lua hands back false for a missing value.
+        return RequestState(
+            suspension=parse_suspension(suspension or None),
+            task=parse_task(doc or None, version or None),
+            sign_off=parse_sign_off(signed or None),
+        )
 
     def replace(self, grant: GrantRecord, *, due: float | None = None) -> bool:
         """Write `grant` if unchanged since read; `due` moves its expiry-ledger entry."""
@@ -142,8 +200,16 @@ class GrantRepository:
         *,
         expires_at: float | None = None,
         idempotency: tuple[str, str, int] | None = None,
-    ) -> None:
-        """Write a new grant, link it to its task, put it on the expiry ledger, settle its key."""
+        last_use: LastUse | None = None,
+    ) -> StateAtRecording | None:
+        """Write a new grant, link it to its task, put it on the expiry ledger, settle its key,
+        note `last_use`; the task's state and the workload's suspension, read in the same
+        transaction (None if those reads failed).
+
+        A completion (a suspension) records itself and then lists the task's grants (the
+        ledger): one that came before this transaction is seen here, one that comes after lists
+        this grant."""
+        task_key, state_field = self._tasks.state_key(grant.task_id)
         try:
             pipe = self._redis.pipeline(transaction=True)
             pipe.hset(self._store.key(grant.grant_id), mapping=self._store.fields(grant))
@@ -160,9 +226,29 @@ class GrantRepository:
                 workload, key, ttl = idempotency
                 pipe.hset(self._idempotency_key(workload, key), "grant_id", grant.grant_id)
                 pipe.expire(self._idempotency_key(workload, key), ttl)
-            pipe.execute()
+            recorded = len(pipe)
+            if last_use is not None:
+                self._inventory.record_use(
+                    last_use.workload, last_use.profile, last_use.scopes, last_use.at, pipe=pipe
+                )
+            pipe.hget(task_key, state_field)
+            pipe.get(self._workloads.suspension_key(grant.workload))
+            results = pipe.execute(raise_on_error=False)
         except redis.RedisError as exc:
             raise StateUnavailable(f"cannot record grant: {type(exc).__name__}") from None
+        failed = next((r for r in results[:recorded] if isinstance(r, Exception)), None)
+        if failed is not None:
+            raise StateUnavailable(f"cannot record grant: {type(failed).__name__}")
+        if last_use is not None and isinstance(results[recorded], Exception):
+            # Bookkeeping for the inventory: never a reason to take the credential back.
+            log.warning("last use of grant %s not recorded: %s", grant.grant_id, results[recorded])
+        state, suspension = results[-2:]
+        if isinstance(state, Exception) or isinstance(suspension, Exception):
+            return None  # recorded all the same: the caller reads them on its own
+        return StateAtRecording(
+            task_active=_text(state) == TaskState.active.value,
+            suspension=parse_suspension(suspension),
+        )
 
     def claim_idempotency_key(
         self, workload: str, key: str, fingerprint: str, *, ttl_seconds: int

@@ -25,6 +25,7 @@ from jitbroker.errors import (
     PolicyDenied,
     StateUnavailable,
 )
+from jitbroker.grants.repository import StateAtRecording
 from jitbroker.grants.schemas import (
     AWAITING_STATES,
     ApprovalTerms,
@@ -34,15 +35,20 @@ from jitbroker.grants.schemas import (
     RevokeReason,
 )
 from jitbroker.identity.schemas import WorkloadIdentity, same_person
-from jitbroker.inventory.service import record_use, sign_off_state
-from jitbroker.policy.guards import governed_decision, workload_facts
+from jitbroker.inventory.schemas import SignOff
+from jitbroker.inventory.service import last_use_of, record_use, sign_off_state_of
+from jitbroker.policy.guards import governed_decision, needs_sign_off, workload_facts
 from jitbroker.policy.schemas import Decision, PolicyInput
 from jitbroker.revocation.failures import ensure_revocation_capacity
 from jitbroker.revocation.service import request_revocation
 from jitbroker.routes.service import open_route
 from jitbroker.tasks.schemas import TaskRecord, TaskState
-from jitbroker.tasks.service import get_own_task
-from jitbroker.workloads.service import ensure_workload_active
+from jitbroker.tasks.service import get_own_task, own_task
+from jitbroker.workloads.service import (
+    ensure_workload_active,
+    refuse_if_suspended,
+    workload_suspension,
+)
 
 log = logging.getLogger(__name__)
 LONG_POLL_INTERVAL_SECONDS = 0.2
@@ -67,8 +73,14 @@ def request_grant(
     context: RequestContext,
 ) -> GrantOutcome:
     """Decide on a grant request and, when allowed, issue its credential exactly once."""
-    ensure_workload_active(broker, workload_id=workload.workload_id)
-    task = get_own_task(broker, workload=workload, task_id=task_id)
+    registered = broker.config.workloads.get(workload.workload_id)
+    state = broker.grants.request_state(
+        workload_id=workload.workload_id,
+        task_id=task_id,
+        sign_off=registered is not None and needs_sign_off(registered),
+    )
+    refuse_if_suspended(workload.workload_id, state.suspension)
+    task = own_task(state.task, workload=workload, task_id=task_id)
     now = broker.clock()
     if task.effective_state(now) != TaskState.active:
         raise Conflict(f"task {task_id} is {task.effective_state(now).value}; open a new task")
@@ -84,7 +96,7 @@ def request_grant(
         if replay is not None:
             return replay
     try:
-        decision = _decide(broker, workload, task, request, profile, context)
+        decision = _decide(broker, workload, task, request, profile, context, state.sign_off)
         if decision.effect == "deny":
             raise PolicyDenied(decision.reason, rule=decision.rule)
         grant = _new_grant(broker, workload, task, request, profile, decision)
@@ -94,13 +106,15 @@ def request_grant(
             else None
         )
         if decision.effect == "require_approval" and request.break_glass:
-            credential = _break_glass(broker, grant, task, profile, decision, idempotency, context)
+            credential, seen = _break_glass(
+                broker, grant, task, profile, decision, idempotency, context
+            )
         elif decision.effect == "require_approval":
             _await_approval(broker, grant, task, decision, idempotency, context)
             return GrantOutcome(grant)
         else:
-            credential = _issue_new(broker, grant, task, profile, idempotency, context)
-        _ensure_task_still_active(broker, grant, context)
+            credential, seen = _issue_new(broker, grant, task, profile, idempotency, context)
+        _ensure_task_still_active(broker, grant, context, seen=seen)
     except BrokerError:
         if idempotency_key is not None:
             broker.grants.release_idempotency_key(workload.workload_id, idempotency_key)
@@ -108,15 +122,28 @@ def request_grant(
     return GrantOutcome(grant, credential)
 
 
-def _ensure_task_still_active(broker: Broker, grant: GrantRecord, context: RequestContext) -> None:
-    """Close the race with a concurrent completion: it lists grants after marking the task, so a
-    grant recorded after that listing sees the completed task here and is revoked at once."""
-    task = broker.tasks.get(grant.task_id)
-    if task is not None and task.state == TaskState.active:
+def _ensure_task_still_active(
+    broker: Broker,
+    grant: GrantRecord,
+    context: RequestContext,
+    *,
+    seen: StateAtRecording | None = None,
+) -> None:
+    """Close the race with a concurrent completion or suspension: each lists grants after
+    recording itself, so a grant recorded after that listing sees it here and is revoked at once.
+
+    `seen` is what the transaction that recorded the grant read (None: read it now)."""
+    if seen is None:
+        task = broker.tasks.get(grant.task_id)
+        active = task is not None and task.state == TaskState.active
+        suspension = workload_suspension(broker, workload_id=grant.workload)
+    else:
+        active, suspension = seen.task_active, seen.suspension
+    if active and suspension is None:
         return
-    request_revocation(
-        broker, grant_id=grant.grant_id, reason=RevokeReason.task_completed, context=context
-    )
+    reason = RevokeReason.task_completed if suspension is None else RevokeReason.workload_suspended
+    request_revocation(broker, grant_id=grant.grant_id, reason=reason, context=context)
+    refuse_if_suspended(grant.workload, suspension)
     raise Conflict(f"task {grant.task_id} was completed while this grant was being issued")
 
 
@@ -147,13 +174,15 @@ def issue_approved_grant(
     if profile is None:
         raise Conflict(f"profile {grant.profile!r} no longer exists")
 
-    def record(issued: GrantRecord) -> None:
+    def record(issued: GrantRecord) -> StateAtRecording | None:
         assert issued.expires_at is not None
         if not broker.grants.replace(issued, due=issued.expires_at.timestamp()):
             raise Conflict(f"grant {grant_id} changed while it was being issued")
+        record_use(broker, grant=issued)
+        return None  # the task and the workload are read once the grant is issued
 
-    credential = _issue(broker, grant, task, profile, record, context)
-    _ensure_task_still_active(broker, grant, context)
+    credential, seen = _issue(broker, grant, task, profile, record, context)
+    _ensure_task_still_active(broker, grant, context, seen=seen)
     return GrantOutcome(grant, credential)
 
 
@@ -233,6 +262,7 @@ def _decide(
     request: GrantRequest,
     profile: ProfileConfig,
     context: RequestContext,
+    sign_off: SignOff | None,
 ) -> Decision:
     registered = broker.config.workloads[workload.workload_id]
     now = broker.clock()
@@ -263,7 +293,7 @@ def _decide(
         workload=registered,
         profile=profile,
         scopes=request.scopes,
-        sign_off=sign_off_state(broker, workload=registered),
+        sign_off=sign_off_state_of(registered, sign_off),
         today=now.date(),
     )
     metrics.GRANT_DECISIONS.labels(profile.id, decision.effect).inc()
@@ -334,10 +364,10 @@ def _await_approval(
     assert decision.approval is not None
     grant.state = GrantState.pending_approval
     grant.approval = _terms(broker, decision, task)
-    broker.grants.create(
+    seen = broker.grants.create(
         grant, expires_at=grant.approval.expires_at.timestamp(), idempotency=idempotency
     )
-    _ensure_task_still_active(broker, grant, context)
+    _ensure_task_still_active(broker, grant, context, seen=seen)
     announce_pending(broker, grant)
 
 
@@ -349,7 +379,7 @@ def _break_glass(
     decision: Decision,
     idempotency: tuple[str, str, int] | None,
     context: RequestContext,
-) -> IssuedCredential:
+) -> tuple[IssuedCredential, StateAtRecording | None]:
     """Issue without waiting, under the rule's break-glass terms, flagged for review."""
     terms = decision.approval
     assert terms is not None
@@ -372,14 +402,14 @@ def _break_glass(
         )
     grant.break_glass = True
     grant.approval = _terms(broker, decision, task)
-    credential = _issue_new(broker, grant, task, profile, idempotency, context)
+    issued = _issue_new(broker, grant, task, profile, idempotency, context)
     broker.audit.record(
         grant.audit_event(
             "grant.break_glass", outcome="issued", reason=grant.justification, context=context
         )
     )
     announce_break_glass(broker, grant)
-    return credential
+    return issued
 
 
 def _denied_in_task(broker: Broker, grant: GrantRecord) -> bool:
@@ -408,11 +438,14 @@ def _issue_new(
     profile: ProfileConfig,
     idempotency: tuple[str, str, int] | None,
     context: RequestContext,
-) -> IssuedCredential:
-    def record(issued: GrantRecord) -> None:
+) -> tuple[IssuedCredential, StateAtRecording | None]:
+    def record(issued: GrantRecord) -> StateAtRecording | None:
         assert issued.expires_at is not None
-        broker.grants.create(
-            issued, expires_at=issued.expires_at.timestamp(), idempotency=idempotency
+        return broker.grants.create(
+            issued,
+            expires_at=issued.expires_at.timestamp(),
+            idempotency=idempotency,
+            last_use=last_use_of(broker, grant=issued),
         )
 
     return _issue(broker, grant, task, profile, record, context)
@@ -423,10 +456,11 @@ def _issue(
     grant: GrantRecord,
     task: TaskRecord,
     profile: ProfileConfig,
-    record: Callable[[GrantRecord], None],
+    record: Callable[[GrantRecord], StateAtRecording | None],
     context: RequestContext,
-) -> IssuedCredential:
-    """Issue, then `record` the lease; if recording fails, revoke the lease and fail."""
+) -> tuple[IssuedCredential, StateAtRecording | None]:
+    """Issue, then `record` the lease; if recording fails, revoke the lease and fail. With the
+    credential, what `record` read of the task and the workload (None: not read)."""
     engine = broker.engines[profile.engine]
     started = time.monotonic()
     scopes = grant.approved_scopes or grant.scopes
@@ -460,7 +494,7 @@ def _issue(
     grant.lease_ttl_seconds = credential.lease_ttl_seconds
     grant.principal = credential.principal
     try:
-        record(grant)
+        seen = record(grant)
     except (StateUnavailable, Conflict) as exc:
         _roll_back(broker, grant, credential)
         _audit_issue_failure(broker, grant, exc, context)
@@ -480,7 +514,6 @@ def _issue(
         raise StateUnavailable(
             "the downstream route could not be opened, so the credential was revoked"
         ) from None
-    record_use(broker, grant=grant)
     metrics.GRANTS_ISSUED.labels(profile.id).inc()
     metrics.ISSUANCE_SECONDS.labels(profile.id).observe(time.monotonic() - started)
     broker.audit.record(
@@ -498,7 +531,7 @@ def _issue(
             },
         )
     )
-    return credential
+    return credential, seen
 
 
 def _roll_back(broker: Broker, grant: GrantRecord, credential: IssuedCredential) -> None:

@@ -2,7 +2,12 @@
 
 from __future__ import annotations
 
+import hashlib
+import threading
+import time
+from collections import OrderedDict
 from collections.abc import Mapping
+from dataclasses import dataclass
 from typing import Any
 
 import jwt
@@ -15,6 +20,9 @@ from jitbroker.identity.schemas import HumanIdentity, Principal, WorkloadIdentit
 MAX_TOKEN_BYTES = 8 * 1024
 REQUIRED_CLAIMS = ["exp", "iat", "iss", "aud", "sub"]
 KEY_FAMILIES = {"RSA": ("RS", "PS"), "EC": ("ES",), "OKP": ("EdDSA",)}
+# Workloads present the same token on every call of a run: remember what verified, bounded.
+VERIFIED_CACHE_SIZE = 1024
+VERIFIED_CACHE_SECONDS = 60.0
 
 _REASONS: list[tuple[type[Exception], str]] = [
     (jwt.ExpiredSignatureError, "token has expired"),
@@ -25,6 +33,18 @@ _REASONS: list[tuple[type[Exception], str]] = [
     (jwt.InvalidAlgorithmError, "token algorithm is not allowed for this issuer"),
     (jwt.DecodeError, "token is malformed"),
 ]
+
+
+@dataclass(frozen=True)
+class _Verified:
+    """A token that verified: its principal, the key that verified it, and until when."""
+
+    principal: Principal
+    key_set: str
+    kid: str | None
+    key: jwt.PyJWK
+    verified_at: float
+    valid_until: float
 
 
 def key_set_for(issuer: IssuerConfig) -> KeySet:
@@ -50,23 +70,74 @@ class TokenVerifier:
         self._workloads: dict[tuple[str, str], list[WorkloadConfig]] = {}
         for workload in config.workloads.values():
             self._workloads.setdefault((workload.issuer, workload.subject), []).append(workload)
+        # Keyed by the token's sha256, so the cache does not hold bearer tokens.
+        self._verified: OrderedDict[bytes, _Verified] = OrderedDict()
+        self._verified_lock = threading.Lock()
 
     def verify(self, token: str) -> Principal:
         """Verify `token`; raise Unauthenticated with a reason (never the token itself)."""
-        if len(token.encode("utf-8", "replace")) > MAX_TOKEN_BYTES:
+        encoded = token.encode("utf-8", "replace")
+        if len(encoded) > MAX_TOKEN_BYTES:
             raise Unauthenticated(f"token is larger than {MAX_TOKEN_BYTES} bytes")
+        digest = hashlib.sha256(encoded).digest()
+        remembered = self._remembered(digest)
+        if remembered is not None:
+            return remembered
         issuer, header = self._issuer_and_header(token)
-        claims = self._verified_claims(token, issuer, header)
-        if issuer.human:
-            return _human(issuer, claims)
-        return self._bind_workload(issuer, claims)
+        key = self._signing_key(issuer, header)
+        claims = self._verified_claims(token, issuer, header, key)
+        principal = _human(issuer, claims) if issuer.human else self._bind_workload(issuer, claims)
+        self._remember(digest, issuer, header, key, claims, principal)
+        return principal
+
+    def _remembered(self, digest: bytes) -> Principal | None:
+        """The principal of a token verified before, if nothing it relied on has changed: not
+        expired (the same comparison as at verification), the same key object still in the key
+        set (any refresh or rotation of the key set forces a full verification), and the clock has
+        not gone back."""
+        with self._verified_lock:
+            entry = self._verified.get(digest)
+        if entry is None:
+            return None
+        now = time.time()
+        if not entry.verified_at <= now < entry.valid_until or (
+            self._key_sets[entry.key_set].key(entry.kid) is not entry.key
+        ):
+            with self._verified_lock:
+                self._verified.pop(digest, None)
+            return None
+        with self._verified_lock:
+            if digest in self._verified:
+                self._verified.move_to_end(digest)
+        return entry.principal
+
+    def _remember(
+        self,
+        digest: bytes,
+        issuer: IssuerConfig,
+        header: dict[str, Any],
+        key: jwt.PyJWK,
+        claims: dict[str, Any],
+        principal: Principal,
+    ) -> None:
+        now = time.time()
+        # PyJWT refuses once exp <= now - leeway; remember it only while that is not so.
+        valid_until = min(int(claims["exp"]) + issuer.leeway_seconds, now + VERIFIED_CACHE_SECONDS)
+        entry = _Verified(principal, issuer.name, header.get("kid"), key, now, valid_until)
+        with self._verified_lock:
+            self._verified[digest] = entry
+            self._verified.move_to_end(digest)
+            while len(self._verified) > VERIFIED_CACHE_SIZE:
+                self._verified.popitem(last=False)
 
     def _issuer_and_header(self, token: str) -> tuple[IssuerConfig, dict[str, Any]]:
         try:
-            header = jwt.get_unverified_header(token)
-            unverified = jwt.decode(token, options={"verify_signature": False})
+            # One parse for both the header and the unverified claims.
+            decoded = jwt.decode_complete(token, options={"verify_signature": False})
         except jwt.InvalidTokenError:
             raise Unauthenticated("token is malformed") from None
+        header: dict[str, Any] = decoded["header"]
+        unverified = decoded["payload"]
         iss = unverified.get("iss") if isinstance(unverified, dict) else None
         if not isinstance(iss, str):
             raise Unauthenticated("token has no 'iss' claim")
@@ -84,9 +155,7 @@ class TokenVerifier:
             )
         return issuer, header
 
-    def _verified_claims(
-        self, token: str, issuer: IssuerConfig, header: dict[str, Any]
-    ) -> dict[str, Any]:
+    def _signing_key(self, issuer: IssuerConfig, header: dict[str, Any]) -> jwt.PyJWK:
         kid = header.get("kid")
         if kid is not None and not isinstance(kid, str):
             raise Unauthenticated("token 'kid' header must be a string")
@@ -100,6 +169,12 @@ class TokenVerifier:
         jwk_alg = getattr(key, "_jwk_data", {}).get("alg")
         if jwk_alg is not None and jwk_alg != alg:
             raise Unauthenticated("token algorithm does not match the signing key")
+        return key
+
+    def _verified_claims(
+        self, token: str, issuer: IssuerConfig, header: dict[str, Any], key: jwt.PyJWK
+    ) -> dict[str, Any]:
+        alg = str(header["alg"])
         try:
             claims: dict[str, Any] = jwt.decode(
                 token,

@@ -31,9 +31,12 @@ class InventoryRepository:
             raise StateUnavailable(f"cannot read the review clock: {type(exc).__name__}") from None
         return now if raw is None else datetime.fromisoformat(_text(raw))
 
+    def sign_off_key(self, workload_id: str) -> str:
+        """Where the workload's sign-off lives, for a read batched with other state."""
+        return self._key(workload_id, "sign-off")
+
     def sign_off(self, workload_id: str) -> SignOff | None:
-        raw = self._get(self._key(workload_id, "sign-off"))
-        return None if raw is None else SignOff.model_validate_json(raw)
+        return parse_sign_off(self._get(self.sign_off_key(workload_id)))
 
     def save_sign_off(self, sign_off: SignOff) -> None:
         self._set(self._key(sign_off.workload, "sign-off"), sign_off.model_dump_json())
@@ -47,12 +50,22 @@ class InventoryRepository:
         self._set(self._key(review.workload, "review"), review.model_dump_json())
 
     def record_use(
-        self, workload_id: str, profile: str, scopes: Iterable[str], at: datetime
+        self,
+        workload_id: str,
+        profile: str,
+        scopes: Iterable[str],
+        at: datetime,
+        *,
+        pipe: redis.client.Pipeline | None = None,
     ) -> None:
-        """Remember when each `profile/scope` was last issued to the workload."""
+        """Remember when each `profile/scope` was last issued to the workload (on `pipe`, if
+        given: one command, whose error the caller finds in the pipeline's results)."""
         mapping: dict[FieldT, EncodableT] = {
             f"{profile}/{scope}": at.isoformat() for scope in scopes
         }
+        if pipe is not None:
+            pipe.hset(self._key(workload_id, "last-used"), mapping=mapping)
+            return
         try:
             self._redis.hset(self._key(workload_id, "last-used"), mapping=mapping)
         except redis.RedisError as exc:
@@ -86,6 +99,11 @@ class InventoryRepository:
             self._redis.set(key, value)
         except redis.RedisError as exc:
             raise StateUnavailable(f"cannot write the inventory: {type(exc).__name__}") from None
+
+
+def parse_sign_off(raw: bytes | str | None) -> SignOff | None:
+    """The sign-off stored at `sign_off_key` (None: never signed off)."""
+    return None if raw is None else SignOff.model_validate_json(raw)
 
 
 def _text(value: bytes | str) -> str:

@@ -33,6 +33,16 @@ class SignOff(BaseModel):
     inventory_digest: str
 
 
+@dataclass(frozen=True)
+class LastUse:
+    """When a workload was last issued some scopes of a profile (written with the grant)."""
+
+    workload: str
+    profile: str
+    scopes: list[str]
+    at: datetime
+
+
 class ReviewDecision(StrEnum):
     keep = "keep"
     reduce = "reduce"

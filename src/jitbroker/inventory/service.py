@@ -17,6 +17,7 @@ from jitbroker.identity.schemas import HumanIdentity, require_admin
 from jitbroker.inventory.repository import InventoryRepository
 from jitbroker.inventory.schemas import (
     InventoryItem,
+    LastUse,
     ReviewClock,
     ReviewDecision,
     ReviewDue,
@@ -75,10 +76,22 @@ def sign_off_state(broker: Broker, *, workload: WorkloadConfig) -> SignOffState:
     return _sign_off(broker, workload)[0]
 
 
+def sign_off_state_of(workload: WorkloadConfig, record: SignOff | None) -> SignOffState:
+    """`sign_off_state` for a sign-off record the caller has already read."""
+    if not needs_sign_off(workload):
+        return SignOffState.not_required
+    return _judge_sign_off(workload, record)[0]
+
+
 def _sign_off(broker: Broker, workload: WorkloadConfig) -> tuple[SignOffState, SignOff | None]:
     if not needs_sign_off(workload):
         return SignOffState.not_required, None
-    record = _repository(broker).sign_off(workload.id)
+    return _judge_sign_off(workload, _repository(broker).sign_off(workload.id))
+
+
+def _judge_sign_off(
+    workload: WorkloadConfig, record: SignOff | None
+) -> tuple[SignOffState, SignOff | None]:
     if record is None:
         return SignOffState.missing, None
     if record.inventory_digest != inventory_digest(workload):
@@ -274,6 +287,16 @@ def unused_scopes(broker: Broker, *, admin: HumanIdentity, days: int) -> list[Un
                     )
                 )
     return unused
+
+
+def last_use_of(broker: Broker, *, grant: GrantRecord) -> LastUse:
+    """What `record_use` writes, for the grant's own recording transaction to carry."""
+    return LastUse(
+        workload=grant.workload,
+        profile=grant.profile,
+        scopes=list(grant.approved_scopes or grant.scopes),
+        at=grant.issued_at or broker.clock(),
+    )
 
 
 def record_use(broker: Broker, *, grant: GrantRecord) -> None:

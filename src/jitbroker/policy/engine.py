@@ -2,6 +2,10 @@
 
 from __future__ import annotations
 
+from typing import Any
+
+import cel
+
 from jitbroker.config import RuleConfig
 from jitbroker.policy.schemas import (
     DEFAULT_DENY_RULE,
@@ -23,7 +27,13 @@ class PolicyEngine:
 
     def decide(self, subject: PolicyInput) -> Decision:
         """First matching rule decides; no match, or a rule that cannot be evaluated, denies."""
-        activation = subject.as_activation()
+        variables = subject.as_activation()
+        activation: Any
+        try:
+            # Converted to CEL values once for all rules, not once per rule as a dict would be.
+            activation = cel.Context(variables)
+        except Exception:  # noqa: BLE001 - a value CEL cannot take fails in the rule, as before
+            activation = variables
         for rule in self.rules:
             try:
                 matched = rule.program.execute(activation)

@@ -29,6 +29,14 @@ class TaskRepository:
     def get(self, task_id: str) -> TaskRecord | None:
         return self._store.get(task_id)
 
+    def key(self, task_id: str) -> str:
+        """The task's hash (fields `doc`, `state`, `version`), for reads batched with others."""
+        return self._store.key(task_id)
+
+    def state_key(self, task_id: str) -> tuple[str, str]:
+        """The hash key and field holding the task's state, for a transaction that checks it."""
+        return self._store.key(task_id), "state"
+
     def replace(self, task: TaskRecord) -> bool:
         return self._store.replace(task)
 
@@ -38,3 +46,12 @@ class TaskRepository:
         except redis.RedisError as exc:
             raise StateUnavailable(f"cannot read task grants: {type(exc).__name__}") from None
         return sorted(m.decode() if isinstance(m, bytes) else str(m) for m in members)
+
+
+def parse_task(doc: bytes | str | None, version: bytes | str | None) -> TaskRecord | None:
+    """The task from its hash's `doc` and `version` fields (None when it does not exist)."""
+    if doc is None or version is None:
+        return None
+    task = TaskRecord.model_validate_json(doc)
+    task.version = int(version)
+    return task

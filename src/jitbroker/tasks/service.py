@@ -74,7 +74,11 @@ def open_task(
 
 def get_own_task(broker: Broker, *, workload: WorkloadIdentity, task_id: str) -> TaskRecord:
     """The task if it belongs to the caller's workload; otherwise not found (no existence leak)."""
-    task = broker.tasks.get(task_id)
+    return own_task(broker.tasks.get(task_id), workload=workload, task_id=task_id)
+
+
+def own_task(task: TaskRecord | None, *, workload: WorkloadIdentity, task_id: str) -> TaskRecord:
+    """`get_own_task` for a task the caller has already read."""
     if task is None or task.workload != workload.workload_id:
         raise NotFound(f"no task {task_id} for this workload")
     return task

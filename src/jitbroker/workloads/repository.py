@@ -26,13 +26,17 @@ class WorkloadRepository:
     def _suspension_key(self, workload_id: str) -> str:
         return f"{self._prefix}:workload:{workload_id}:suspension"
 
+    def suspension_key(self, workload_id: str) -> str:
+        """Where the suspension lives, for a read batched with other state."""
+        return self._suspension_key(workload_id)
+
     def suspension(self, workload_id: str) -> Suspension | None:
         """The workload's suspension, or None while it is active."""
         try:
             raw = self._redis.get(self._suspension_key(workload_id))
         except redis.RedisError as exc:
             raise StateUnavailable(f"cannot read workload state: {type(exc).__name__}") from None
-        return None if raw is None else Suspension.model_validate_json(raw)
+        return parse_suspension(raw)
 
     def suspend(self, suspension: Suspension, *, only_if_active: bool = False) -> bool:
         """Record (or replace) the workload's suspension; with `only_if_active`, never replace
@@ -63,3 +67,8 @@ class WorkloadRepository:
             return bool(self._redis.delete(self._suspension_key(workload_id)))
         except redis.RedisError as exc:
             raise StateUnavailable(f"cannot resume workload: {type(exc).__name__}") from None
+
+
+def parse_suspension(raw: bytes | str | None) -> Suspension | None:
+    """The suspension stored at `suspension_key` (None: the workload is active)."""
+    return None if raw is None else Suspension.model_validate_json(raw)

@@ -42,7 +42,11 @@ def _repository(broker: Broker) -> WorkloadRepository:
 
 def ensure_workload_active(broker: Broker, *, workload_id: str) -> None:
     """Refuse new tasks and grants while the workload is suspended (403 with the reason)."""
-    suspension = _repository(broker).suspension(workload_id)
+    refuse_if_suspended(workload_id, _repository(broker).suspension(workload_id))
+
+
+def refuse_if_suspended(workload_id: str, suspension: Suspension | None) -> None:
+    """`ensure_workload_active` for a suspension the caller has already read."""
     if suspension is not None:
         raise WorkloadSuspended(
             f"workload {workload_id} is {suspension.state.value}: {suspension.reason}",

@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 import pytest
+from redis.connection import Connection
 from tests.unit.fakes import PIPELINE, READ_REQUEST, FakeEngine
 
 from jitbroker.audit.events import RequestContext
@@ -125,3 +128,56 @@ def test_denied_request_releases_its_idempotency_key(broker: Broker) -> None:
                 idempotency_key="same",
                 context=RequestContext(),
             )
+
+
+def test_issuing_a_grant_takes_at_most_seven_redis_round_trips(
+    broker: Broker, open_task_id: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # Reads batched into one script, the record (with the inventory's last use and the task's
+    # state) in one transaction: state, decision audit, backlog, record, route + its re-read,
+    # issue audit. A first grant loads the Lua scripts, which later requests do not pay for.
+    grants.request_grant(
+        broker,
+        workload=PIPELINE,
+        task_id=open_task_id,
+        request=READ_REQUEST,
+        idempotency_key=None,
+        context=RequestContext(),
+    )
+    sent: list[bytes] = []
+    send = Connection.send_packed_command
+
+    def counting(self: Connection, command: Any, check_health: bool = True) -> None:
+        sent.append(command)
+        send(self, command, check_health)
+
+    monkeypatch.setattr(Connection, "send_packed_command", counting)
+
+    outcome = grants.request_grant(
+        broker,
+        workload=PIPELINE,
+        task_id=open_task_id,
+        request=READ_REQUEST,
+        idempotency_key=None,
+        context=RequestContext(),
+    )
+
+    assert outcome.credential is not None
+    assert len(sent) <= 7
+
+
+def test_issued_grant_records_its_last_use_with_the_grant(
+    broker: Broker, open_task_id: str
+) -> None:
+    outcome = grants.request_grant(
+        broker,
+        workload=PIPELINE,
+        task_id=open_task_id,
+        request=READ_REQUEST,
+        idempotency_key=None,
+        context=RequestContext(),
+    )
+
+    used = broker.redis.hgetall("jb:workload:demo-pipeline:last-used")
+    assert outcome.grant.issued_at is not None
+    assert used == {b"demo-db/read": outcome.grant.issued_at.isoformat().encode()}

@@ -168,3 +168,30 @@ def test_cel_scopes_all_macro_does_not_match_when_one_scope_differs(
     decision = engine.decide(make_input(scopes=["read", "admin"]))
 
     assert (decision.effect, decision.rule) == ("deny", "default-deny")
+
+
+def test_input_value_cel_cannot_represent_denies_naming_the_first_rule(
+    make_engine: MakeEngine, make_input: MakeInput
+) -> None:
+    engine = make_engine(
+        {"name": "db-read", "when": 'request.profile == "demo-db"', "effect": "allow"},
+    )
+
+    decision = engine.decide(make_input(unrepresentable=object()))
+
+    assert (decision.effect, decision.rule) == ("deny", "db-read")
+    assert "could not be evaluated" in decision.reason
+
+
+def test_every_rule_sees_the_same_input_when_earlier_rules_do_not_match(
+    make_engine: MakeEngine, make_input: MakeInput
+) -> None:
+    engine = make_engine(
+        {"name": "long", "when": "request.ttl_seconds > 3600", "effect": "deny"},
+        {"name": "ticketless", "when": 'request.ticket == ""', "effect": "deny"},
+        {"name": "by-claim", "when": 'workload.claims.repository == "org/repo"', "effect": "allow"},
+    )
+
+    decision = engine.decide(make_input(ticket="CHG-1"))
+
+    assert (decision.effect, decision.rule) == ("allow", "by-claim")
