@@ -25,6 +25,8 @@ from jitbroker.identity import dev_endpoints
 from jitbroker.metrics import BrokerStateCollector
 from jitbroker.openapi_spec import finish_spec
 from jitbroker.revocation.failures import failing_counts
+from jitbroker.routes.endpoints import DirectGatewayChecks
+from jitbroker.routes.repository import AsyncRouteReader
 from jitbroker.ui.endpoints import router as ui_router
 
 log = logging.getLogger(__name__)
@@ -46,11 +48,19 @@ def create_app(settings: Settings | None = None, *, broker: Broker | None = None
         threading.Thread(
             target=watch_config, args=(broker, stop_watching), name="config-watch", daemon=True
         ).start()
+        # Gateway checks read routes on this event loop's own asyncio client.
+        route_reader = None
+        if broker.open_async_redis is not None:
+            route_reader = AsyncRouteReader(broker.open_async_redis(), broker.settings.key_prefix)
+        app.state.route_reader = route_reader
         try:
             yield
         finally:
             stop_watching.set()
             REGISTRY.unregister(collector)
+            app.state.route_reader = None
+            if route_reader is not None:
+                await route_reader.close()
             broker.redis.close()
 
     app = FastAPI(
@@ -66,6 +76,8 @@ def create_app(settings: Settings | None = None, *, broker: Broker | None = None
     if broker.settings.dev_issuer_dir is not None:
         app.include_router(dev_endpoints.router)
     _install_problem_handlers(app)
+    # Added first, so it runs inside the body-size limit.
+    app.add_middleware(DirectGatewayChecks)
     app.add_middleware(BodySizeLimit, limit=MAX_BODY_BYTES)
 
     def openapi() -> dict[str, Any]:

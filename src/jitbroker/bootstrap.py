@@ -8,6 +8,7 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 
 import redis
+from redis.asyncio import Redis as AsyncRedis
 
 from jitbroker.audit.log import AuditLog, build_audit_log
 from jitbroker.config import BrokerConfig, Settings, load_config
@@ -22,7 +23,7 @@ from jitbroker.identity.verifier import TokenVerifier
 from jitbroker.metrics import RevocationStats
 from jitbroker.notifications.queue import CeleryNotificationQueue, NotificationQueue
 from jitbroker.policy.engine import PolicyEngine
-from jitbroker.redis_client import connect_redis
+from jitbroker.redis_client import connect_async_redis, connect_redis
 from jitbroker.revocation.ledger import ExpiryLedger
 from jitbroker.revocation.queue import CeleryRevocationQueue, RevocationQueue
 from jitbroker.revocation.repository import ReceiptRepository, RevocationBacklogRepository
@@ -63,6 +64,9 @@ class Broker:
     clock: Callable[[], datetime] = field(default=utc_now)
     # The retiring signing key during a rotation: published, and its route fingerprints honoured.
     previous_signing_key: BrokerSigningKey | None = None
+    # Opens an asyncio client on the same Redis (the API's lifespan, once per event loop); None
+    # when the sync client was handed in, and then async callers fall back to the thread pool.
+    open_async_redis: Callable[[], AsyncRedis] | None = None
 
     @property
     def signing_keys(self) -> list[BrokerSigningKey]:
@@ -81,9 +85,8 @@ def build_broker(
 ) -> Broker:
     """Load the config directory and connect to Redis and OpenBao (lazily: no I/O here)."""
     config = config or load_config(settings.config_dir)
-    client = redis_client or connect_redis(
-        settings.redis_url, socket_timeout=5, socket_connect_timeout=5, health_check_interval=30
-    )
+    redis_options = {"socket_timeout": 5, "socket_connect_timeout": 5, "health_check_interval": 30}
+    client = redis_client or connect_redis(settings.redis_url, **redis_options)
     vault = VaultClient.from_settings(settings)
     prefix = settings.key_prefix
     ledger = ExpiryLedger(client, f"{prefix}:ledger")
@@ -125,6 +128,11 @@ def build_broker(
         previous_signing_key=(
             BrokerSigningKey.load(settings.signing_previous_key_file)
             if settings.signing_previous_key_file is not None
+            else None
+        ),
+        open_async_redis=(
+            functools.partial(connect_async_redis, settings.redis_url, **redis_options)
+            if redis_client is None
             else None
         ),
     )

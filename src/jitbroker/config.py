@@ -75,6 +75,8 @@ class Settings(BaseSettings):
     vault_ca_cert: Path | None = None
     listen_host: str = "127.0.0.1"
     listen_port: int = 8400
+    # API server processes (uvicorn workers) sharing the listen port; one per CPU is plenty.
+    api_workers: int = Field(default=1, ge=1)
     dev_issuer_dir: Path | None = None
     signing_key_file: Path = Path(".dev/broker-signing-key.pem")
     # During a key rotation: the retiring key, still published and still recognised.

@@ -7,6 +7,8 @@ from typing import Any
 from urllib.parse import parse_qs, quote, unquote, urlsplit
 
 import redis
+import redis.asyncio
+from redis.asyncio.sentinel import Sentinel as AsyncSentinel
 from redis.sentinel import Sentinel
 
 SENTINEL_SCHEME = "redis+sentinel"
@@ -66,6 +68,25 @@ def connect_redis(url: str, **options: Any) -> redis.Redis:
         **options,
     )
     client: redis.Redis = sentinel.master_for(  # type: ignore[no-untyped-call]
+        parsed.master, db=parsed.db, username=parsed.username, password=parsed.password
+    )
+    return client
+
+
+def connect_async_redis(url: str, **options: Any) -> redis.asyncio.Redis:
+    """An asyncio client for `url` (same URL forms as `connect_redis`); connects on first use."""
+    if not url.startswith(f"{SENTINEL_SCHEME}://"):
+        return redis.asyncio.Redis.from_url(url, **options)
+    parsed = SentinelURL.parse(url)
+    sentinel = AsyncSentinel(  # type: ignore[no-untyped-call]
+        parsed.sentinels,
+        sentinel_kwargs={
+            "password": parsed.sentinel_password,
+            "socket_timeout": options.get("socket_timeout", 5),
+        },
+        **options,
+    )
+    client: redis.asyncio.Redis = sentinel.master_for(
         parsed.master, db=parsed.db, username=parsed.username, password=parsed.password
     )
     return client

@@ -4,8 +4,14 @@ from __future__ import annotations
 
 import pytest
 import redis
+import redis.asyncio
 
-from jitbroker.redis_client import SentinelURL, celery_broker, connect_redis
+from jitbroker.redis_client import (
+    SentinelURL,
+    celery_broker,
+    connect_async_redis,
+    connect_redis,
+)
 
 
 def test_sentinel_url_names_sentinels_master_and_db() -> None:
@@ -52,6 +58,29 @@ def test_sentinel_url_connects_through_the_sentinels() -> None:
     assert type(pool).__name__ == "SentinelConnectionPool"
     assert pool.service_name == "mymaster"  # type: ignore[attr-defined]
     assert pool.connection_kwargs["db"] == 4
+
+
+def test_plain_url_gives_an_asyncio_client_too() -> None:
+    client = connect_async_redis("redis://127.0.0.1:6390/3", socket_timeout=2)
+
+    assert isinstance(client, redis.asyncio.Redis)
+    assert client.connection_pool.connection_kwargs["db"] == 3
+    assert client.connection_pool.connection_kwargs["socket_timeout"] == 2
+
+
+def test_sentinel_url_gives_an_asyncio_client_through_the_sentinels() -> None:
+    client = connect_async_redis(
+        "redis+sentinel://:pw@s0:26379,s1:26380/mymaster/4?sentinel_password=spw", socket_timeout=2
+    )
+
+    pool = client.connection_pool
+    assert type(pool).__name__ == "SentinelConnectionPool"
+    assert pool.service_name == "mymaster"  # type: ignore[attr-defined]
+    assert pool.connection_kwargs["db"] == 4
+    assert pool.connection_kwargs["password"] == "pw"
+    sentinels = pool.sentinel_manager.sentinels  # type: ignore[attr-defined]
+    assert [s.connection_pool.connection_kwargs["port"] for s in sentinels] == [26379, 26380]
+    assert sentinels[0].connection_pool.connection_kwargs["password"] == "spw"
 
 
 def test_celery_app_follows_the_sentinel_master() -> None:

@@ -62,21 +62,29 @@ def _settings_or_exit() -> Settings:
 def serve(
     host: Annotated[str | None, typer.Option(help="Listen address")] = None,  # noqa: UP007
     port: Annotated[int | None, typer.Option(help="Listen port")] = None,  # noqa: UP007
+    workers: Annotated[
+        int | None,  # noqa: UP007
+        typer.Option(
+            min=1,
+            help="API server processes sharing the port (default: JITBROKER_API_WORKERS, 1). "
+            "Process-local Prometheus metrics then describe whichever process answers a scrape.",
+        ),
+    ] = None,
 ) -> None:
     """Run the HTTP API."""
     import uvicorn
 
-    from jitbroker.app import create_app
+    from jitbroker.server import APP_FACTORY, uvicorn_options
+    from jitbroker.signing import BrokerSigningKey
 
     settings = _settings_or_exit()
+    overrides = {"listen_host": host, "listen_port": port, "api_workers": workers}
+    settings = settings.model_copy(update={k: v for k, v in overrides.items() if v is not None})
     _setup_logging(settings)
-    uvicorn.run(
-        create_app(settings),
-        host=host or settings.listen_host,
-        port=port or settings.listen_port,
-        log_level=settings.log_level.lower(),
-        access_log=False,
-    )
+    # Create the signing key (if missing) once, here: workers starting together would each
+    # write their own and then disagree on receipt signatures and route fingerprints.
+    BrokerSigningKey.load_or_create(settings.signing_key_file)
+    uvicorn.run(APP_FACTORY, **uvicorn_options(settings))
 
 
 @app.command()

@@ -2,12 +2,19 @@
 
 from __future__ import annotations
 
-import json
-
 import redis
+import redis.asyncio
 
 from jitbroker.errors import StateUnavailable
 from jitbroker.routes.schemas import Route
+
+
+def route_key(prefix: str, grant_id: str) -> str:
+    return f"{prefix}:route:{grant_id}"
+
+
+def fingerprint_key(prefix: str, fingerprint: str) -> str:
+    return f"{prefix}:route:fp:{fingerprint}"
 
 
 class RouteRepository:
@@ -18,10 +25,10 @@ class RouteRepository:
         self._prefix = prefix
 
     def _route_key(self, grant_id: str) -> str:
-        return f"{self._prefix}:route:{grant_id}"
+        return route_key(self._prefix, grant_id)
 
     def _fingerprint_key(self, fingerprint: str) -> str:
-        return f"{self._prefix}:route:fp:{fingerprint}"
+        return fingerprint_key(self._prefix, fingerprint)
 
     def open(self, route: Route, fingerprint: str) -> None:
         expire_ms = int(route.expires_at.timestamp() * 1000)
@@ -54,7 +61,7 @@ class RouteRepository:
             doc = self._redis.hget(self._route_key(grant_id), "doc")
         except redis.RedisError as exc:
             raise StateUnavailable(f"cannot read route: {type(exc).__name__}") from None
-        return Route.model_validate(json.loads(doc)) if doc else None
+        return Route.model_validate_json(doc) if doc else None
 
     def grant_for(self, fingerprint: str) -> str | None:
         try:
@@ -62,6 +69,31 @@ class RouteRepository:
         except redis.RedisError as exc:
             raise StateUnavailable(f"cannot read route: {type(exc).__name__}") from None
         return _text(grant_id) if grant_id else None
+
+
+class AsyncRouteReader:
+    """The gateway check's reads of the same keys, on an asyncio client (no thread-pool hop)."""
+
+    def __init__(self, client: redis.asyncio.Redis, prefix: str) -> None:
+        self._redis = client
+        self._prefix = prefix
+
+    async def get(self, grant_id: str) -> Route | None:
+        try:
+            doc = await self._redis.hget(route_key(self._prefix, grant_id), "doc")
+        except redis.RedisError as exc:
+            raise StateUnavailable(f"cannot read route: {type(exc).__name__}") from None
+        return Route.model_validate_json(doc) if doc else None
+
+    async def grant_for(self, fingerprint: str) -> str | None:
+        try:
+            grant_id = await self._redis.get(fingerprint_key(self._prefix, fingerprint))
+        except redis.RedisError as exc:
+            raise StateUnavailable(f"cannot read route: {type(exc).__name__}") from None
+        return _text(grant_id) if grant_id else None
+
+    async def close(self) -> None:
+        await self._redis.aclose()
 
 
 def _text(value: bytes | str) -> str:

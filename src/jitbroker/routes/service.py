@@ -7,10 +7,12 @@ import hashlib
 import hmac
 import posixpath
 import re
+from collections.abc import Iterator
 
 from jitbroker.bootstrap import Broker
 from jitbroker.engines.base import IssuedCredential
 from jitbroker.grants.schemas import GrantRecord, GrantState
+from jitbroker.routes.repository import AsyncRouteReader
 from jitbroker.routes.schemas import AccessCheck, AccessDecision, Route
 from jitbroker.signing import BrokerSigningKey
 
@@ -73,23 +75,54 @@ def check_access(broker: Broker, *, check: AccessCheck) -> AccessDecision:
     if check.credential is not None:
         # Routes opened before a signing-key rotation carry the retiring key's fingerprint.
         holder = None
-        for key in broker.signing_keys:
-            fingerprint = credential_fingerprint(broker, check.credential, key=key)
+        for fingerprint in _fingerprints(broker, check.credential):
             if (holder := broker.routes.grant_for(fingerprint)) is not None:
                 break
-        if holder is None:
-            return AccessDecision(allow=False, reason="credential is not known or no longer live")
-        if grant_id is not None and grant_id != holder:
-            return AccessDecision(allow=False, reason="the credential belongs to another grant")
+        if (refusal := _refuse_holder(check, holder)) is not None:
+            return refusal
         grant_id = holder
     assert grant_id is not None
-    route = broker.routes.get(grant_id)
+    return _decide(broker, grant_id, broker.routes.get(grant_id), check.destination)
+
+
+async def check_access_async(
+    broker: Broker, *, check: AccessCheck, routes: AsyncRouteReader
+) -> AccessDecision:
+    """`check_access` with the route reads on an asyncio Redis client: same answers."""
+    grant_id = check.grant_id
+    if check.credential is not None:
+        holder = None
+        for fingerprint in _fingerprints(broker, check.credential):
+            if (holder := await routes.grant_for(fingerprint)) is not None:
+                break
+        if (refusal := _refuse_holder(check, holder)) is not None:
+            return refusal
+        grant_id = holder
+    assert grant_id is not None
+    return _decide(broker, grant_id, await routes.get(grant_id), check.destination)
+
+
+def _fingerprints(broker: Broker, credential: str) -> Iterator[str]:
+    """The credential's fingerprint under the current key, then under the retiring one."""
+    for key in broker.signing_keys:
+        yield credential_fingerprint(broker, credential, key=key)
+
+
+def _refuse_holder(check: AccessCheck, holder: str | None) -> AccessDecision | None:
+    if holder is None:
+        return AccessDecision(allow=False, reason="credential is not known or no longer live")
+    if check.grant_id is not None and check.grant_id != holder:
+        return AccessDecision(allow=False, reason="the credential belongs to another grant")
+    return None
+
+
+def _decide(broker: Broker, grant_id: str, route: Route | None, destination: str) -> AccessDecision:
     if route is None:
         return AccessDecision(allow=False, reason="no open route for this grant", grant_id=grant_id)
     now = broker.clock()
     if route.expires_at <= now:
         return AccessDecision(allow=False, reason="the grant has expired", grant_id=grant_id)
-    if not any(fnmatch.fnmatchcase(check.destination, p) for p in route.destinations):
+    if not any(fnmatch.fnmatchcase(destination, p) for p in route.destinations):
         return AccessDecision(
             allow=False, reason="the grant does not cover this destination", grant_id=grant_id
         )

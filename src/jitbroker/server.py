@@ -1,0 +1,45 @@
+"""How `jitbroker serve` runs uvicorn: the app factory every server process calls, and uvicorn's
+keyword options, all from Settings (one place for every server option)."""
+
+from __future__ import annotations
+
+import logging
+import sys
+from typing import Any
+
+from fastapi import FastAPI
+
+from jitbroker.config import Settings
+
+# An import string, so that uvicorn can build the app in each worker process it starts.
+APP_FACTORY = "jitbroker.server:served_app"
+
+
+def configure_logging(settings: Settings) -> None:
+    """Root logging at the configured level, to stderr (a no-op once something configured it)."""
+    logging.basicConfig(
+        level=settings.log_level.upper(),
+        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+        stream=sys.stderr,
+    )
+
+
+def served_app() -> FastAPI:
+    """The API for one server process, from JITBROKER_* settings (uvicorn's app factory)."""
+    from jitbroker.app import create_app
+
+    settings = Settings()
+    configure_logging(settings)
+    return create_app(settings)
+
+
+def uvicorn_options(settings: Settings) -> dict[str, Any]:
+    """Keyword options for `uvicorn.run(APP_FACTORY, ...)`."""
+    return {
+        "factory": True,
+        "host": settings.listen_host,
+        "port": settings.listen_port,
+        "workers": settings.api_workers,
+        "log_level": settings.log_level.lower(),
+        "access_log": False,
+    }
