@@ -12,6 +12,7 @@ import sys
 import threading
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import httpx
 import pytest
@@ -31,6 +32,7 @@ from jitbroker.dev.openbao import (
 )
 from jitbroker.dev.stack import bao_binary
 from jitbroker.identity.dev_issuer import DevIssuer
+from jitbroker.server import uvicorn_options
 from jitbroker.vault import VaultClient
 from jitbroker.vault_policy import render_policy
 from jitbroker.worker import create_celery
@@ -328,12 +330,20 @@ def webhook_receiver(webhook_port: int) -> Iterator[WebhookReceiver]:
     thread.join(timeout=5)
 
 
+def in_thread_options(settings: Settings, port: int) -> dict[str, Any]:
+    """`jitbroker serve`'s uvicorn options for one app object served in this process."""
+    options = uvicorn_options(settings) | {"host": "127.0.0.1", "port": port}
+    for process_option in ("factory", "workers"):
+        options.pop(process_option)
+    return options | {"log_level": "warning"}
+
+
 @pytest.fixture
 def live_url(broker: Broker) -> Iterator[str]:
     """The app behind a real uvicorn on a free loopback port, in a background thread."""
     port = free_port()
     server = uvicorn.Server(
-        uvicorn.Config(create_app(broker=broker), host="127.0.0.1", port=port, log_level="warning")
+        uvicorn.Config(create_app(broker=broker), **in_thread_options(broker.settings, port))
     )
     thread = threading.Thread(target=server.run, name="uvicorn-live", daemon=True)
     thread.start()

@@ -10,6 +10,7 @@ from typing import Any
 from fastapi import FastAPI
 
 from jitbroker.config import Settings
+from jitbroker.connection_limits import ConnectionLimits, protocol_factory
 
 # An import string, so that uvicorn can build the app in each worker process it starts.
 APP_FACTORY = "jitbroker.server:served_app"
@@ -42,4 +43,6 @@ def uvicorn_options(settings: Settings) -> dict[str, Any]:
         "workers": settings.api_workers,
         "log_level": settings.log_level.lower(),
         "access_log": False,
+        # httptools with deadlines for a request's head and body and a head size cap.
+        "http": protocol_factory(ConnectionLimits.from_settings(settings)),
     }
