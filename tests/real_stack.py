@@ -210,8 +210,11 @@ def demo_redis(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
 
 
 @pytest.fixture(scope="session")
-def demo_openbao(openbao_addr: str, config_dir: Path, demo_redis: str) -> VaultClient:
-    """OpenBao configured with the demo database roles, token role and KV data (a root client)."""
+def demo_openbao(openbao_addr: str, config_dir: Path, demo_redis: str) -> Iterator[VaultClient]:
+    """OpenBao configured with the demo database roles, token role and KV data (a root client).
+
+    The dev server forgets its leases when it stops, and PostgreSQL would keep their users (each
+    one a grantee in the demo table's ACL, which fills up): every lease is revoked first."""
     vault = VaultClient(openbao_addr, ROOT_TOKEN)
     prepare_demo_database(POSTGRES_ADMIN)
     configure_demo_openbao(
@@ -221,7 +224,9 @@ def demo_openbao(openbao_addr: str, config_dir: Path, demo_redis: str) -> VaultC
         redis_url=demo_redis,
     )
     redis.Redis.from_url(QUEUE_REDIS_URL).flushdb()
-    return vault
+    yield vault
+    for mount in ("database", "redis"):
+        vault.write(f"sys/leases/revoke-prefix/{mount}", sync=True)
 
 
 BROKER_POLICY = "jitbroker"

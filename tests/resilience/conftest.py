@@ -45,15 +45,6 @@ def own_redis(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RedisServer]
     server.stop()
 
 
-@pytest.fixture(scope="session", autouse=True)
-def no_role_outlives_the_session(demo_openbao: VaultClient) -> Iterator[None]:
-    """The dev OpenBao forgets its leases when it stops, and PostgreSQL would keep their users
-    (each one a grantee in the demo tables' ACL): revoke every database lease first."""
-    yield
-    for mount in ("database", "redis"):
-        demo_openbao.write(f"sys/leases/revoke-prefix/{mount}", sync=True)
-
-
 @pytest.fixture(scope="session")
 def settings(settings: Settings, own_redis: RedisServer) -> Settings:
     """The real stack's settings, with state and Celery queue on the suite's own Redis."""

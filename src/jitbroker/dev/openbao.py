@@ -65,11 +65,28 @@ INITIAL_LEASE_SECONDS = 30
 KV_READ_POLICY = 'path "secret/data/demo/*" { capabilities = ["read"] }'
 
 
+# A dev server keeps its leases in memory: users issued by one that has stopped are never
+# revoked. Past their VALID UNTIL (plus this margin) they cannot log in, but each stays a grantee
+# in the demo table's ACL, which PostgreSQL keeps in one row: a few thousand fill it.
+STALE_DEMO_USER_MARGIN = "10 minutes"
+
+
 def prepare_demo_database(dsn: str) -> None:
-    """Create the demo schema and table the database profiles grant access to."""
+    """Create the demo schema and table the database profiles grant access to, and drop demo
+    users left behind by earlier dev servers."""
     import psycopg
 
     with psycopg.connect(dsn, autocommit=True) as conn:
+        stale = conn.execute(
+            "SELECT rolname FROM pg_roles WHERE rolname LIKE 'v-%%' "
+            "AND rolvaliduntil < now() - %s::interval",
+            (STALE_DEMO_USER_MARGIN,),
+        ).fetchall()
+        for (name,) in stale:
+            for statement in REVOKE_USER[2:]:
+                conn.execute(statement.replace("{{name}}", name.replace('"', '""')))
+        if stale:
+            log.info("dropped %d expired demo users left by earlier dev servers", len(stale))
         conn.execute(f"CREATE SCHEMA IF NOT EXISTS {DEMO_SCHEMA}")
         conn.execute(
             f"CREATE TABLE IF NOT EXISTS {DEMO_SCHEMA}.orders "
