@@ -1,14 +1,14 @@
-"""Proposed load generator for the gateway-check benchmark: keep-alive HTTP/1.1 connections on
-one asyncio event loop (uvloop when installed) instead of httpx client threads.
+"""Load generator for the gateway-check benchmark: keep-alive HTTP/1.1 connections on one
+asyncio event loop (uvloop when installed), as a gateway would hold them.
 
-Why: eight httpx threads in one process share one GIL and spend about 0.8 ms of client CPU per
-request, so on a 2-vCPU machine they top out near 600-1,000 requests/s and add their own GIL waits
-to every latency, whatever the server does. Gateways (Envoy, NGINX) are native code; this client
-costs tens of microseconds per request, so the number measures the API process, not the client.
+Why not httpx threads (bench/load.py): eight of them share one GIL and spend about 0.8 ms of client
+CPU per request, so on a 2-vCPU machine they top out near 600-1,000 requests/s and add their own
+GIL waits to every latency, whatever the server does. Gateways (Envoy, NGINX) are native code; this
+client costs tens of microseconds per request, so the number measures the API process.
 
-Same call shape and result as `bench.load.authz_checks` (run it in the separate load process):
 `authz_checks(url, body, concurrency, count, seconds)` -> {"wall_seconds", "latencies",
-"results", "errors", "error_count"}; a request counts only when it is answered 200.
+"results", "errors", "error_count"}, the shape of bench/load.py's runs; a request counts only
+when it is answered 200. Also runnable by hand: `python -m bench.authz_load URL GRANT_ID`.
 """
 
 from __future__ import annotations
@@ -108,7 +108,7 @@ def _run(main: Coroutine[Any, Any, dict[str, Any]]) -> dict[str, Any]:
 def authz_checks(
     url: str, body: dict[str, Any], concurrency: int, count: int, seconds: float
 ) -> dict[str, Any]:
-    """POST /v1/authz/check for a live grant, as a gateway would (drop-in for load.authz_checks)."""
+    """POST /v1/authz/check for a live grant, as a gateway would."""
     return _run(drive(url, body, concurrency, count, seconds))
 
 

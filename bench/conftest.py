@@ -9,14 +9,19 @@ import json
 import multiprocessing
 import os
 import platform
+import subprocess
+import sys
 from collections.abc import Iterator
 from concurrent.futures import ProcessPoolExecutor
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
+import httpx
 import pytest
 import redis
+from tests.integration.support import free_port, wait_for
+from tests.real_stack import process_env
 
 from jitbroker.bootstrap import Broker, build_broker
 from jitbroker.config import Settings
@@ -119,6 +124,45 @@ def load_process() -> Iterator[ProcessPoolExecutor]:
 @pytest.fixture
 def broker(settings: Settings, state_redis: redis.Redis, worker: None, scheduler: None) -> Broker:
     """The integration broker with the per-workload rate limit raised out of the load's way
-    (still counted per request, so its Redis round trip stays in the measurement)."""
+    (still counted per request, so its Redis round trip stays in the measurement) and audit
+    checkpoints at the production interval (the tests sign one every 5 records)."""
     del state_redis, worker, scheduler  # started (and state flushed) before the broker
-    return build_broker(settings.model_copy(update={"rate_limit_per_minute": 10**9}))
+    production = Settings.model_fields["audit_checkpoint_every"].default
+    return build_broker(
+        settings.model_copy(
+            update={"rate_limit_per_minute": 10**9, "audit_checkpoint_every": production}
+        )
+    )
+
+
+API_PROCESSES = 2
+
+
+@pytest.fixture
+def served_url(broker: Broker, logs_dir: Path) -> Iterator[str]:
+    """`jitbroker serve --workers 2`, as a deployment runs it, on the bench broker's settings."""
+    settings = broker.settings
+    port = free_port()
+    env = process_env(settings) | {
+        "JITBROKER_LISTEN_PORT": str(port),
+        "JITBROKER_RATE_LIMIT_PER_MINUTE": str(settings.rate_limit_per_minute),
+        "JITBROKER_AUDIT_CHECKPOINT_EVERY": str(settings.audit_checkpoint_every),
+    }
+    log = (logs_dir / "bench-serve.log").open("wb")
+    process = subprocess.Popen(
+        [sys.executable, "-m", "jitbroker", "serve", "--workers", str(API_PROCESSES)],
+        env=env,
+        stdout=log,
+        stderr=subprocess.STDOUT,
+    )
+    url = f"http://127.0.0.1:{port}"
+    try:
+        wait_for(
+            lambda: httpx.get(f"{url}/readyz", timeout=2).status_code == 200,
+            timeout=60,
+            what="jitbroker serve --workers",
+        )
+        yield url
+    finally:
+        process.terminate()
+        process.wait(timeout=20)

@@ -116,22 +116,3 @@ def bao_token(
         return call
 
     return _drive(make_call, concurrency, count, 600)
-
-
-def authz_checks(
-    url: str, body: dict[str, Any], concurrency: int, count: int, seconds: float
-) -> dict[str, Any]:
-    """POST /v1/authz/check for a live grant, as a gateway would."""
-
-    def make_call(_: int) -> Call:
-        client = httpx.Client(base_url=url, timeout=10)
-
-        def call() -> int:
-            response = client.post("/v1/authz/check", json=body)
-            if response.status_code != 200:
-                raise RuntimeError(f"{response.status_code} {response.text[:120]}")
-            return 1
-
-        return call
-
-    return _drive(make_call, concurrency, count, seconds)
