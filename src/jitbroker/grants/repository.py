@@ -15,6 +15,8 @@ from jitbroker.inventory.schemas import LastUse, SignOff
 from jitbroker.records import VersionedStore
 from jitbroker.revocation.ledger import ExpiryLedger
 from jitbroker.revocation.repository import RevocationBacklogRepository
+from jitbroker.routes.repository import RouteRepository
+from jitbroker.routes.schemas import Route
 from jitbroker.tasks.repository import TaskRepository, parse_task
 from jitbroker.tasks.schemas import TaskRecord, TaskState
 from jitbroker.workloads.repository import WorkloadRepository, parse_suspension
@@ -34,12 +36,23 @@ return false
 
 
 # What a grant request reads before it is decided, as one consistent read: the workload's
-# suspension, the task's document and version, and (when a third key is given) the sign-off.
+# suspension, the task's document and version, the sign-off (when ARGV[1] is '1': KEYS[3]) and
+# the revocation backlog of the profile's backend (failing, stuck since ARGV[2]) over the
+# remaining keys, in (failing, revoking) pairs as COUNT_BACKLOG counts them.
 READ_REQUEST_STATE = """
 local task = redis.call('HMGET', KEYS[2], 'doc', 'version')
 local sign_off = false
-if #KEYS > 2 then sign_off = redis.call('GET', KEYS[3]) end
-return {redis.call('GET', KEYS[1]), task[1], task[2], sign_off}
+local first = 3
+if ARGV[1] == '1' then
+  sign_off = redis.call('GET', KEYS[3])
+  first = 4
+end
+local failing, stuck = 0, 0
+for i = first, #KEYS, 2 do
+  failing = failing + redis.call('ZCARD', KEYS[i])
+  stuck = stuck + redis.call('ZCOUNT', KEYS[i + 1], '-inf', '(' .. ARGV[2])
+end
+return {redis.call('GET', KEYS[1]), task[1], task[2], sign_off, failing, stuck}
 """
 
 
@@ -79,6 +92,8 @@ class RequestState:
     suspension: Suspension | None
     task: TaskRecord | None
     sign_off: SignOff | None
+    # Failing and stuck revocations over the backlog profiles asked for (None: not asked).
+    backlog: tuple[int, int] | None = None
 
 
 @dataclass(frozen=True)
@@ -120,6 +135,7 @@ class GrantRepository:
         # own round trips.
         self._workloads = WorkloadRepository(client, prefix)
         self._inventory = InventoryRepository(client, prefix)
+        self._routes = RouteRepository(client, prefix)
         self._claim_key = client.register_script(CLAIM_KEY)
         self._read_request_state = client.register_script(READ_REQUEST_STATE)
         self._replace = client.register_script(REPLACE_GRANT)
@@ -129,14 +145,27 @@ class GrantRepository:
     def get(self, grant_id: str) -> GrantRecord | None:
         return self._store.get(grant_id)
 
-    def request_state(self, *, workload_id: str, task_id: str, sign_off: bool) -> RequestState:
-        """The workload's suspension, the task and (when `sign_off`) the workload's sign-off,
-        in one round trip instead of one each."""
+    def request_state(
+        self,
+        *,
+        workload_id: str,
+        task_id: str,
+        sign_off: bool,
+        backlog_profiles: list[str] | None = None,
+        revoking_since: float = 0.0,
+    ) -> RequestState:
+        """The workload's suspension, the task, (when `sign_off`) the workload's sign-off and
+        (when `backlog_profiles`) their failing revocations and those in progress since before
+        `revoking_since`, in one round trip instead of one each."""
         keys = [self._workloads.suspension_key(workload_id), self._tasks.key(task_id)]
         if sign_off:
             keys.append(self._inventory.sign_off_key(workload_id))
+        for profile in backlog_profiles or []:
+            keys += [self._backlog.failing_key(profile), self._backlog.revoking_key(profile)]
         try:
-            suspension, doc, version, signed = self._read_request_state(keys=keys)
+            suspension, doc, version, signed, failing, stuck = self._read_request_state(
+                keys=keys, args=["1" if sign_off else "0", repr(revoking_since)]
+            )
         except redis.RedisError as exc:
             raise StateUnavailable(f"cannot read state: {type(exc).__name__}") from None
         # Lua hands back false for a missing value.
@@ -144,6 +173,7 @@ class GrantRepository:
             suspension=parse_suspension(suspension or None),
             task=parse_task(doc or None, version or None),
             sign_off=parse_sign_off(signed or None),
+            backlog=(int(failing), int(stuck)) if backlog_profiles else None,
         )
 
     def replace(self, grant: GrantRecord, *, due: float | None = None) -> bool:
@@ -201,14 +231,16 @@ class GrantRepository:
         expires_at: float | None = None,
         idempotency: tuple[str, str, int] | None = None,
         last_use: LastUse | None = None,
+        route: tuple[Route, str] | None = None,
     ) -> StateAtRecording | None:
         """Write a new grant, link it to its task, put it on the expiry ledger, settle its key,
-        note `last_use`; the task's state and the workload's suspension, read in the same
-        transaction (None if those reads failed).
+        open its `route` (route, credential fingerprint), note `last_use`; the task's state and
+        the workload's suspension, read in the same transaction (None if those reads failed).
 
         A completion (a suspension) records itself and then lists the task's grants (the
         ledger): one that came before this transaction is seen here, one that comes after lists
-        this grant."""
+        this grant. The route becomes visible with the grant: a revocation, which closes the
+        route once it sees the grant issued, cannot miss it."""
         task_key, state_field = self._tasks.state_key(grant.task_id)
         try:
             pipe = self._redis.pipeline(transaction=True)
@@ -226,6 +258,8 @@ class GrantRepository:
                 workload, key, ttl = idempotency
                 pipe.hset(self._idempotency_key(workload, key), "grant_id", grant.grant_id)
                 pipe.expire(self._idempotency_key(workload, key), ttl)
+            if route is not None:
+                self._routes.open(*route, pipe=pipe)
             recorded = len(pipe)
             if last_use is not None:
                 self._inventory.record_use(

@@ -39,9 +39,9 @@ from jitbroker.inventory.schemas import SignOff
 from jitbroker.inventory.service import last_use_of, record_use, sign_off_state_of
 from jitbroker.policy.guards import governed_decision, needs_sign_off, workload_facts
 from jitbroker.policy.schemas import Decision, PolicyInput
-from jitbroker.revocation.failures import ensure_revocation_capacity
+from jitbroker.revocation.failures import backlog_read_for, ensure_revocation_capacity
 from jitbroker.revocation.service import request_revocation
-from jitbroker.routes.service import open_route
+from jitbroker.routes.service import open_route, route_of
 from jitbroker.tasks.schemas import TaskRecord, TaskState
 from jitbroker.tasks.service import get_own_task, own_task
 from jitbroker.workloads.service import (
@@ -74,10 +74,15 @@ def request_grant(
 ) -> GrantOutcome:
     """Decide on a grant request and, when allowed, issue its credential exactly once."""
     registered = broker.config.workloads.get(workload.workload_id)
+    # The revocation budget is counted in this first read (not in a round trip of its own just
+    # before issuing): a few milliseconds earlier, with the same answer.
+    backlog = backlog_read_for(broker, profile_id=request.profile)
     state = broker.grants.request_state(
         workload_id=workload.workload_id,
         task_id=task_id,
         sign_off=registered is not None and needs_sign_off(registered),
+        backlog_profiles=backlog[0] if backlog else None,
+        revoking_since=backlog[1] if backlog else 0.0,
     )
     refuse_if_suspended(workload.workload_id, state.suspension)
     task = own_task(state.task, workload=workload, task_id=task_id)
@@ -107,13 +112,15 @@ def request_grant(
         )
         if decision.effect == "require_approval" and request.break_glass:
             credential, seen = _break_glass(
-                broker, grant, task, profile, decision, idempotency, context
+                broker, grant, task, profile, decision, idempotency, context, state.backlog
             )
         elif decision.effect == "require_approval":
             _await_approval(broker, grant, task, decision, idempotency, context)
             return GrantOutcome(grant)
         else:
-            credential, seen = _issue_new(broker, grant, task, profile, idempotency, context)
+            credential, seen = _issue_new(
+                broker, grant, task, profile, idempotency, context, state.backlog
+            )
         _ensure_task_still_active(broker, grant, context, seen=seen)
     except BrokerError:
         if idempotency_key is not None:
@@ -174,14 +181,14 @@ def issue_approved_grant(
     if profile is None:
         raise Conflict(f"profile {grant.profile!r} no longer exists")
 
-    def record(issued: GrantRecord) -> StateAtRecording | None:
+    def record(issued: GrantRecord, _: IssuedCredential) -> StateAtRecording | None:
         assert issued.expires_at is not None
         if not broker.grants.replace(issued, due=issued.expires_at.timestamp()):
             raise Conflict(f"grant {grant_id} changed while it was being issued")
         record_use(broker, grant=issued)
         return None  # the task and the workload are read once the grant is issued
 
-    credential, seen = _issue(broker, grant, task, profile, record, context)
+    credential, seen = _issue(broker, grant, task, profile, record, context, route_recorded=False)
     _ensure_task_still_active(broker, grant, context, seen=seen)
     return GrantOutcome(grant, credential)
 
@@ -379,6 +386,7 @@ def _break_glass(
     decision: Decision,
     idempotency: tuple[str, str, int] | None,
     context: RequestContext,
+    backlog: tuple[int, int] | None,
 ) -> tuple[IssuedCredential, StateAtRecording | None]:
     """Issue without waiting, under the rule's break-glass terms, flagged for review."""
     terms = decision.approval
@@ -402,7 +410,7 @@ def _break_glass(
         )
     grant.break_glass = True
     grant.approval = _terms(broker, decision, task)
-    issued = _issue_new(broker, grant, task, profile, idempotency, context)
+    issued = _issue_new(broker, grant, task, profile, idempotency, context, backlog)
     broker.audit.record(
         grant.audit_event(
             "grant.break_glass", outcome="issued", reason=grant.justification, context=context
@@ -438,17 +446,21 @@ def _issue_new(
     profile: ProfileConfig,
     idempotency: tuple[str, str, int] | None,
     context: RequestContext,
+    backlog: tuple[int, int] | None,
 ) -> tuple[IssuedCredential, StateAtRecording | None]:
-    def record(issued: GrantRecord) -> StateAtRecording | None:
+    def record(issued: GrantRecord, credential: IssuedCredential) -> StateAtRecording | None:
         assert issued.expires_at is not None
         return broker.grants.create(
             issued,
             expires_at=issued.expires_at.timestamp(),
             idempotency=idempotency,
             last_use=last_use_of(broker, grant=issued),
+            route=route_of(broker, grant=issued, credential=credential),
         )
 
-    return _issue(broker, grant, task, profile, record, context)
+    return _issue(
+        broker, grant, task, profile, record, context, route_recorded=True, backlog=backlog
+    )
 
 
 def _issue(
@@ -456,11 +468,16 @@ def _issue(
     grant: GrantRecord,
     task: TaskRecord,
     profile: ProfileConfig,
-    record: Callable[[GrantRecord], StateAtRecording | None],
+    record: Callable[[GrantRecord, IssuedCredential], StateAtRecording | None],
     context: RequestContext,
+    *,
+    route_recorded: bool,
+    backlog: tuple[int, int] | None = None,
 ) -> tuple[IssuedCredential, StateAtRecording | None]:
-    """Issue, then `record` the lease; if recording fails, revoke the lease and fail. With the
-    credential, what `record` read of the task and the workload (None: not read)."""
+    """Issue, then `record` the lease (and, when `route_recorded`, open the route with it); if
+    recording fails, revoke the lease and fail. With the credential, what `record` read of the
+    task and the workload (None: not read). `backlog`: the revocation backlog as the request's
+    first read counted it (None: count it now)."""
     engine = broker.engines[profile.engine]
     started = time.monotonic()
     scopes = grant.approved_scopes or grant.scopes
@@ -473,7 +490,7 @@ def _issue(
     if ttl_seconds < 1:
         raise Conflict(f"task {task.task_id} ends in less than a second; open a new task")
     try:
-        ensure_revocation_capacity(broker, profile=profile)
+        ensure_revocation_capacity(broker, profile=profile, counted=backlog)
         credential = engine.issue(
             profile,
             binding,
@@ -494,9 +511,9 @@ def _issue(
     grant.lease_ttl_seconds = credential.lease_ttl_seconds
     grant.principal = credential.principal
     try:
-        seen = record(grant)
+        seen = record(grant, credential)
     except (StateUnavailable, Conflict) as exc:
-        _roll_back(broker, grant, credential)
+        _roll_back(broker, grant, credential, route_recorded=route_recorded)
         _audit_issue_failure(broker, grant, exc, context)
         if isinstance(exc, Conflict):
             raise
@@ -504,7 +521,8 @@ def _issue(
             "the credential could not be recorded, so it was revoked; retry shortly"
         ) from None
     try:
-        open_route(broker, grant=grant, credential=credential)
+        if not route_recorded:
+            open_route(broker, grant=grant, credential=credential)
     except StateUnavailable as exc:
         # Recorded but unreachable through gateways: take it back rather than hand it out.
         request_revocation(
@@ -534,8 +552,17 @@ def _issue(
     return credential, seen
 
 
-def _roll_back(broker: Broker, grant: GrantRecord, credential: IssuedCredential) -> None:
+def _roll_back(
+    broker: Broker, grant: GrantRecord, credential: IssuedCredential, *, route_recorded: bool
+) -> None:
     metrics.ISSUANCE_FAILURES.labels(grant.profile).inc()
+    if route_recorded:
+        # A transaction that failed part-way may have opened the route: gateways must not
+        # admit a credential that is being taken back.
+        try:
+            broker.routes.close(grant.grant_id)
+        except StateUnavailable as exc:
+            log.warning("route of unrecorded grant %s not closed: %s", grant.grant_id, exc.detail)
     try:
         broker.engines[grant.engine].revoke(credential.lease_ref)
     except BrokerError as exc:

@@ -80,10 +80,22 @@ def _raise_incident(
     )
 
 
-def ensure_revocation_capacity(broker: Broker, *, profile: ProfileConfig) -> None:
+def backlog_read_for(broker: Broker, *, profile_id: str) -> tuple[list[str], float] | None:
+    """What to count for `ensure_revocation_capacity` when the caller folds the count into a
+    read of its own: the profiles sharing the profile's backend, and the stuck-since cut-off."""
+    profile = broker.config.profiles.get(profile_id)
+    if profile is None:
+        return None
+    return _profiles_of(broker.config.profiles.values(), backend_of(profile)), _stuck_since(broker)
+
+
+def ensure_revocation_capacity(
+    broker: Broker, *, profile: ProfileConfig, counted: tuple[int, int] | None = None
+) -> None:
     """Refuse issuance (503, Retry-After) while the profile's backend is over its budget of
-    failing or stuck revocations: we never issue what we cannot take back."""
-    standing = _standing(broker, backend_of(profile))
+    failing or stuck revocations: we never issue what we cannot take back. `counted`: the
+    backend's (failing, stuck) as the request's first read found them (None: read them now)."""
+    standing = _standing(broker, backend_of(profile), counted=counted)
     if standing.refusing_issuance:
         budget = broker.settings.revocation_failure_budget
         raise RevocationBacklog(
@@ -144,10 +156,17 @@ def failing_counts(broker: Broker) -> dict[str, int]:
     return broker.revocation_backlog.failing_counts(list(broker.config.profiles))
 
 
-def _standing(broker: Broker, backend: str) -> BackendBacklog:
+def _stuck_since(broker: Broker) -> float:
+    return broker.clock().timestamp() - broker.settings.revocation_redelivery_seconds
+
+
+def _standing(
+    broker: Broker, backend: str, *, counted: tuple[int, int] | None = None
+) -> BackendBacklog:
     profiles = _profiles_of(broker.config.profiles.values(), backend)
-    stuck_since = broker.clock().timestamp() - broker.settings.revocation_redelivery_seconds
-    failing, stuck = broker.revocation_backlog.counts(profiles, revoking_since=stuck_since)
+    if counted is None:
+        counted = broker.revocation_backlog.counts(profiles, revoking_since=_stuck_since(broker))
+    failing, stuck = counted
     budget = broker.settings.revocation_failure_budget
     return BackendBacklog(
         backend=backend,

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import redis
 import redis.asyncio
+import redis.client
 
 from jitbroker.errors import StateUnavailable
 from jitbroker.routes.schemas import Route
@@ -30,19 +31,29 @@ class RouteRepository:
     def _fingerprint_key(self, fingerprint: str) -> str:
         return fingerprint_key(self._prefix, fingerprint)
 
-    def open(self, route: Route, fingerprint: str) -> None:
-        expire_ms = int(route.expires_at.timestamp() * 1000)
+    def open(
+        self, route: Route, fingerprint: str, *, pipe: redis.client.Pipeline | None = None
+    ) -> None:
+        """Open `route`; with `pipe`, only queue its writes there (the caller executes them,
+        e.g. in the transaction that records the grant)."""
+        if pipe is not None:
+            self._queue_open(route, fingerprint, pipe)
+            return
         try:
-            pipe = self._redis.pipeline(transaction=True)
-            pipe.hset(
-                self._route_key(route.grant_id),
-                mapping={"doc": route.model_dump_json(), "fingerprint": fingerprint},
-            )
-            pipe.pexpireat(self._route_key(route.grant_id), expire_ms)
-            pipe.set(self._fingerprint_key(fingerprint), route.grant_id, pxat=expire_ms)
-            pipe.execute()
+            own = self._redis.pipeline(transaction=True)
+            self._queue_open(route, fingerprint, own)
+            own.execute()
         except redis.RedisError as exc:
             raise StateUnavailable(f"cannot open route: {type(exc).__name__}") from None
+
+    def _queue_open(self, route: Route, fingerprint: str, pipe: redis.client.Pipeline) -> None:
+        expire_ms = int(route.expires_at.timestamp() * 1000)
+        pipe.hset(
+            self._route_key(route.grant_id),
+            mapping={"doc": route.model_dump_json(), "fingerprint": fingerprint},
+        )
+        pipe.pexpireat(self._route_key(route.grant_id), expire_ms)
+        pipe.set(self._fingerprint_key(fingerprint), route.grant_id, pxat=expire_ms)
 
     def close(self, grant_id: str) -> None:
         """Delete the route and its fingerprint index; closing a closed route is fine."""

@@ -25,22 +25,28 @@ def credential_fingerprint(
     return hmac.new(derived, secret.encode(), hashlib.sha256).hexdigest()
 
 
-def open_route(broker: Broker, *, grant: GrantRecord, credential: IssuedCredential) -> None:
-    """Let gateways admit this grant to its profile's destinations until it expires."""
+def route_of(
+    broker: Broker, *, grant: GrantRecord, credential: IssuedCredential
+) -> tuple[Route, str]:
+    """The route an issued grant opens, and its credential's fingerprint."""
     assert grant.expires_at is not None
     profile = broker.config.profiles[grant.profile]
-    secret = credential.route_credential()
-    broker.routes.open(
-        route := Route(
-            grant_id=grant.grant_id,
-            workload=grant.workload,
-            task_id=grant.task_id,
-            profile=grant.profile,
-            destinations=profile.route_patterns(),
-            expires_at=grant.expires_at,
-        ),
-        credential_fingerprint(broker, secret),
+    route = Route(
+        grant_id=grant.grant_id,
+        workload=grant.workload,
+        task_id=grant.task_id,
+        profile=grant.profile,
+        destinations=profile.route_patterns(),
+        expires_at=grant.expires_at,
     )
+    return route, credential_fingerprint(broker, credential.route_credential())
+
+
+def open_route(broker: Broker, *, grant: GrantRecord, credential: IssuedCredential) -> None:
+    """Let gateways admit this grant to its profile's destinations until it expires (for a grant
+    already recorded; a new grant opens its route in the transaction that records it)."""
+    route, fingerprint = route_of(broker, grant=grant, credential=credential)
+    broker.routes.open(route, fingerprint)
     # A revocation that finished while the route was being opened must not leave it open.
     current = broker.grants.get(grant.grant_id)
     if current is None or current.state != GrantState.issued:
