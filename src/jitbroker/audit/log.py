@@ -70,8 +70,9 @@ class AuditLog:
             event.model_dump(mode="json", exclude_none=True, exclude={"seq", "prev_hash", "hash"})
         )
         with self._file_lock() as fd:
-            record = self._append(document, task_id=event.task_id)
-            line = _json_line(record if record is not None else document)
+            record, serialised = self._append(document, task_id=event.task_id)
+            # The line is the chained record exactly as stored in Redis (serialised once).
+            line = (serialised if record is not None else _json(document)) + "\n"
             if fd is not None:
                 self._write_line(fd, line)
             if record is not None and record["seq"] % self._checkpoint_every == 0:
@@ -100,18 +101,22 @@ class AuditLog:
             if entry.document is not None
         ]
 
-    def _append(self, document: dict[str, Any], *, task_id: str | None) -> dict[str, Any] | None:
+    def _append(
+        self, document: dict[str, Any], *, task_id: str | None
+    ) -> tuple[dict[str, Any] | None, str]:
+        """The chained record and its JSON as stored; (None, "") when Redis failed."""
         try:
             head = self._head_hint or self.stream.head()
             for _ in range(MAX_APPEND_ATTEMPTS):
                 record = chained(document, seq=head.seq + 1, prev_hash=head.hash)
                 new_head = ChainHead(record["seq"], record["hash"])
+                serialised = _json(record)
                 stream_id, head = self.stream.append_if_head(
-                    head, _json(record), new_head, task_id=task_id
+                    head, serialised, new_head, task_id=task_id
                 )
                 if stream_id is not None:
                     self._head_hint = head
-                    return record
+                    return record, serialised
             reason = f"the head moved {MAX_APPEND_ATTEMPTS} times in a row"
         except (redis.RedisError, ValueError) as exc:
             self._head_hint = None
@@ -123,7 +128,7 @@ class AuditLog:
             reason,
             _json(document),
         )
-        return None
+        return None, ""
 
     def _checkpoint(
         self, fd: int | None, head: ChainHead, *, raise_errors: bool = False
