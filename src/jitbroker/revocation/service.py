@@ -58,15 +58,15 @@ def request_revocation(
             _audit(
                 broker, "grant.revocation_requested", grant, outcome="requested", context=context
             )
-        # Safety net first: if the message below is lost, the sweeper re-enqueues it.
-        broker.ledger.schedule(
-            grant_id, time.time() + broker.settings.revocation_redelivery_seconds
-        )
+        # Safety net first: if the message below is lost, the sweeper re-enqueues it. Scored on
+        # the broker's clock, like every other ledger entry (expiries, approval deadlines).
+        now_ts = broker.clock().timestamp()
+        broker.ledger.schedule(grant_id, now_ts + broker.settings.revocation_redelivery_seconds)
         try:
             broker.revocations.enqueue(grant_id)
         except Exception as exc:  # noqa: BLE001 - the ledger entry is the record; make it due now
             log.warning("could not enqueue revocation of %s (%s); sweeper will", grant_id, exc)
-            broker.ledger.schedule(grant_id, time.time())
+            broker.ledger.schedule(grant_id, now_ts)
         return grant
     raise StateUnavailable(f"grant {grant_id} changed too often to request revocation")
 
@@ -244,7 +244,7 @@ def _note_failure(broker: Broker, grant: GrantRecord, exc: BrokerError) -> None:
 def sweep_expired(broker: Broker, *, now: float | None = None) -> list[str]:
     """Claim due ledger entries and enqueue one revocation each; returns the claimed ids."""
     claimed = broker.ledger.claim_due(
-        time.time() if now is None else now,
+        broker.clock().timestamp() if now is None else now,
         limit=broker.settings.sweep_batch_size,
         redelivery_seconds=broker.settings.revocation_redelivery_seconds,
     )

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from datetime import datetime
+from datetime import datetime, timedelta
 from enum import StrEnum
 
 from pydantic import BaseModel, ConfigDict, Field
@@ -30,10 +30,18 @@ class TaskRecord(VersionedModel):
     last_heartbeat_at: datetime | None = None
 
     def effective_state(self, now: datetime) -> TaskState:
-        """An active task past its deadline reads as expired."""
-        if self.state == TaskState.active and now >= self.expires_at:
+        """An active task past its deadline, or past the heartbeat it missed, reads as expired
+        (before the scheduler's next sweep completes it): no new grant, no reviving beat."""
+        if self.state == TaskState.active and (now >= self.expires_at or self.missed_beat(now)):
             return TaskState.expired
         return TaskState(self.state)
+
+    def missed_beat(self, now: datetime) -> bool:
+        """Opened with a heartbeat, and `heartbeat_seconds` passed without one."""
+        if self.heartbeat_seconds is None:
+            return False
+        last = self.last_heartbeat_at or self.created_at
+        return now >= last + timedelta(seconds=self.heartbeat_seconds)
 
 
 class OpenTaskRequest(BaseModel):
