@@ -170,9 +170,11 @@ def _carry_out(broker: Broker, grant: GrantRecord) -> GrantRecord:
     revoked_at = broker.clock()
     grant.revoked_at = revoked_at
     elapsed = time.monotonic() - started
+    # A concurrent revocation of this grant may have stored its receipt first: that one stands,
+    # and everything recorded below (time, checks, duration) is what it says.
     receipt = _signed_receipt(broker, grant, checks, elapsed)
-    # A concurrent revocation of this grant may have stored its receipt first: that one stands.
     revoked_at = receipt.revoked_at
+    elapsed = receipt.duration_ms / 1000
     for _ in range(MAX_CAS_ATTEMPTS):
         grant.state = final
         grant.revoked_at = revoked_at
@@ -193,7 +195,7 @@ def _carry_out(broker: Broker, grant: GrantRecord) -> GrantRecord:
         grant,
         outcome=final.value,
         details={
-            "checks": {c.name: c.status for c in checks},
+            "checks": {c.name: c.status for c in receipt.checks},
             "revocation_seconds": round(elapsed, 4),
             "receipt_signature": receipt.signature,
         },

@@ -10,6 +10,8 @@ import pytest
 from jitbroker.bootstrap import Broker
 from jitbroker.errors import StateUnavailable
 from jitbroker.grants.schemas import GrantRecord, GrantState, RevokeReason
+from jitbroker.revocation import service
+from jitbroker.revocation.receipts import ReceiptCheck
 from jitbroker.revocation.service import request_revocation, revoke_grant
 
 
@@ -25,8 +27,14 @@ def test_a_second_carry_out_keeps_the_first_receipt_and_the_audit_names_it(
             raise StateUnavailable("the other worker is slower to write")
         return real_replace(grant, **kwargs)
 
+    def first_attempts_checks(broker: Broker, grant: GrantRecord) -> list[ReceiptCheck]:
+        marker = ReceiptCheck(name="first-attempt", status="passed", detail="only the first")
+        return [*real_verify(broker, grant), marker]
+
     # The first worker stores its receipt, then loses the race to write the terminal state.
+    real_verify = service.verify_revoked
     monkeypatch.setattr(broker.grants, "replace", terminal_write_lost)
+    monkeypatch.setattr(service, "verify_revoked", first_attempts_checks)
     with pytest.raises(StateUnavailable):
         revoke_grant(broker, grant_id=grant_id)
     first = broker.receipts.get(grant_id)
@@ -41,3 +49,7 @@ def test_a_second_carry_out_keeps_the_first_receipt_and_the_audit_names_it(
     assert revoked.revoked_at == first.revoked_at
     (event,) = [e for e in broker.audit.read_all() if e.type == "grant.revoked"]
     assert event.details["receipt_signature"] == first.signature
+    # The event describes that receipt's attempt, not a mix of both.
+    assert event.details["checks"] == {c.name: c.status for c in first.checks}
+    assert event.details["checks"]["first-attempt"] == "passed"
+    assert event.details["revocation_seconds"] == first.duration_ms / 1000
