@@ -14,7 +14,7 @@ from jitbroker.inventory.repository import InventoryRepository, parse_sign_off
 from jitbroker.inventory.schemas import LastUse, SignOff
 from jitbroker.records import VersionedStore
 from jitbroker.revocation.ledger import ExpiryLedger
-from jitbroker.revocation.repository import RevocationBacklogRepository
+from jitbroker.revocation.repository import COUNT_BACKLOG_FUNCTION, RevocationBacklogRepository
 from jitbroker.routes.repository import RouteRepository
 from jitbroker.routes.schemas import Route
 from jitbroker.tasks.repository import TaskRepository, parse_task
@@ -38,8 +38,10 @@ return false
 # What a grant request reads before it is decided, as one consistent read: the workload's
 # suspension, the task's document and version, the sign-off (when ARGV[1] is '1': KEYS[3]) and
 # the revocation backlog of the profile's backend (failing, stuck since ARGV[2]) over the
-# remaining keys, in (failing, revoking) pairs as COUNT_BACKLOG counts them.
-READ_REQUEST_STATE = """
+# remaining keys, in (failing, revoking) pairs.
+READ_REQUEST_STATE = (
+    COUNT_BACKLOG_FUNCTION
+    + """
 local task = redis.call('HMGET', KEYS[2], 'doc', 'version')
 local sign_off = false
 local first = 3
@@ -47,13 +49,10 @@ if ARGV[1] == '1' then
   sign_off = redis.call('GET', KEYS[3])
   first = 4
 end
-local failing, stuck = 0, 0
-for i = first, #KEYS, 2 do
-  failing = failing + redis.call('ZCARD', KEYS[i])
-  stuck = stuck + redis.call('ZCOUNT', KEYS[i + 1], '-inf', '(' .. ARGV[2])
-end
+local failing, stuck = count_backlog(first, ARGV[2])
 return {redis.call('GET', KEYS[1]), task[1], task[2], sign_off, failing, stuck}
 """
+)
 
 
 # Compare-and-set a grant, and in the same step keep its expiry-ledger entry, the approver

@@ -9,16 +9,27 @@ import redis
 from jitbroker.errors import StateUnavailable
 from jitbroker.revocation.receipts import RevocationReceipt
 
-# One consistent read on the issuing path: failing revocations, and revocations in progress
-# since before ARGV[1]. KEYS come in pairs per profile: failing, revoking.
-COUNT_BACKLOG = """
-local failing, stuck = 0, 0
-for i = 1, #KEYS, 2 do
-  failing = failing + redis.call('ZCARD', KEYS[i])
-  stuck = stuck + redis.call('ZCOUNT', KEYS[i + 1], '-inf', '(' .. ARGV[1])
+# A Lua function for scripts on the issuing path: failing revocations, and revocations in
+# progress since before `since`, over KEYS[first..] in pairs per profile: failing, revoking.
+COUNT_BACKLOG_FUNCTION = """
+local function count_backlog(first, since)
+  local failing, stuck = 0, 0
+  for i = first, #KEYS, 2 do
+    failing = failing + redis.call('ZCARD', KEYS[i])
+    stuck = stuck + redis.call('ZCOUNT', KEYS[i + 1], '-inf', '(' .. since)
+  end
+  return failing, stuck
 end
+"""
+
+# One consistent read of the backlog: every KEYS pair, in progress since before ARGV[1].
+COUNT_BACKLOG = (
+    COUNT_BACKLOG_FUNCTION
+    + """
+local failing, stuck = count_backlog(1, ARGV[1])
 return {failing, stuck}
 """
+)
 
 
 class ReceiptRepository:
