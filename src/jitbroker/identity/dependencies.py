@@ -1,4 +1,9 @@
-"""FastAPI dependencies: the Broker, the request context, and the verified caller."""
+"""FastAPI dependencies: the Broker, the request context, and the verified caller.
+
+FastAPI runs a sync dependency on the thread pool, one hop each: the ones here are `async def`
+unless they may block. Verification that may fetch a JWKS, and every Redis call (single-use
+`jti`, rate limit, the audit of a failure), runs on the thread pool, in one hop.
+"""
 
 from __future__ import annotations
 
@@ -6,6 +11,7 @@ from collections.abc import Callable
 from typing import Annotated
 
 from fastapi import Depends, Request
+from starlette.concurrency import run_in_threadpool
 
 from jitbroker import metrics
 from jitbroker.audit.events import AuditEvent, RequestContext
@@ -21,7 +27,12 @@ def get_broker(request: Request) -> Broker:
     return broker
 
 
-BrokerDep = Annotated[Broker, Depends(get_broker)]
+async def broker_dependency(request: Request) -> Broker:
+    """`get_broker` as a dependency, without a thread-pool hop."""
+    return get_broker(request)
+
+
+BrokerDep = Annotated[Broker, Depends(broker_dependency)]
 
 
 def request_context(request: Request) -> RequestContext:
@@ -31,22 +42,57 @@ def request_context(request: Request) -> RequestContext:
     )
 
 
-def authenticated_principal(request: Request, broker: BrokerDep) -> Principal:
+async def authenticated_principal(request: Request, broker: BrokerDep) -> Principal:
     """Verify the bearer token (failures audited, 401), then apply the workload's rate limit."""
+    header = request.headers.get("authorization")
+    principal = _remembered_principal(broker, header)
+    if principal is None or _needs_redis(broker, principal):
+        return await run_in_threadpool(_authenticate, request, broker, header, principal)
+    request.state.context = request_context(request).model_copy(update={"jti": principal.jti})
+    return principal
+
+
+def _remembered_principal(broker: Broker, header: str | None) -> Principal | None:
+    """The caller, when the verifier remembers the token (pure CPU); None if it must verify."""
+    try:
+        token = _bearer_token(header)
+    except Unauthenticated:
+        return None  # audited on the thread pool
+    return broker.verifier.remembered(token)
+
+
+def _needs_redis(broker: Broker, principal: Principal) -> bool:
+    """Whether accepting `principal` touches Redis (single-use `jti`, the rate limit)."""
+    issuer = broker.config.issuers.get(principal.issuer)
+    single_use = issuer is not None and issuer.single_use_jti
+    rate_limited = broker.settings.rate_limit_per_minute > 0 and isinstance(
+        principal, WorkloadIdentity
+    )
+    return single_use or rate_limited
+
+
+def _authenticate(
+    request: Request, broker: Broker, header: str | None, remembered: Principal | None
+) -> Principal:
     principal = verify_presented_token(
-        request, broker, lambda: _bearer_token(request.headers.get("authorization"))
+        request, broker, lambda: _bearer_token(header), remembered=remembered
     )
     enforce_rate_limit(broker, principal)
     return principal
 
 
 def verify_presented_token(
-    request: Request, broker: Broker, presented: Callable[[], str]
+    request: Request,
+    broker: Broker,
+    presented: Callable[[], str],
+    *,
+    remembered: Principal | None = None,
 ) -> Principal:
-    """Verify the token `presented()` returns; audit any failure; remember the token's `jti`."""
+    """Verify the token `presented()` returns (unless the verifier already gave `remembered`);
+    audit any failure; remember the token's `jti`."""
     context = request_context(request)
     try:
-        principal = broker.verifier.verify(presented())
+        principal = remembered or broker.verifier.verify(presented())
         refuse_replayed_jti(broker, principal)
     except Unauthenticated as exc:
         metrics.AUTH_FAILURES.inc()
@@ -61,13 +107,13 @@ def verify_presented_token(
 PrincipalDep = Annotated[Principal, Depends(authenticated_principal)]
 
 
-def current_workload(principal: PrincipalDep) -> WorkloadIdentity:
+async def current_workload(principal: PrincipalDep) -> WorkloadIdentity:
     if isinstance(principal, HumanIdentity):
         raise Forbidden("this endpoint is for workloads; a human token was presented")
     return principal
 
 
-def current_human(principal: PrincipalDep) -> HumanIdentity:
+async def current_human(principal: PrincipalDep) -> HumanIdentity:
     if not isinstance(principal, HumanIdentity):
         raise Forbidden("this endpoint is for people; a workload token was presented")
     return principal
@@ -76,7 +122,7 @@ def current_human(principal: PrincipalDep) -> HumanIdentity:
 HumanDep = Annotated[HumanIdentity, Depends(current_human)]
 
 
-def verified_context(request: Request, _: PrincipalDep) -> RequestContext:
+async def verified_context(request: Request, _: PrincipalDep) -> RequestContext:
     """The request context including the verified token's `jti`."""
     context: RequestContext = request.state.context
     return context

@@ -66,6 +66,20 @@ class FileKeySet:
                 log.warning("cannot read JWKS file %s: %s", self.path, exc)
             return _pick(self._keys, kid)
 
+    def known_key(self, kid: str | None) -> jwt.PyJWK | None:
+        """`key(kid)` when the file is unchanged and nobody holds the lock (one stat, no read),
+        else None: for callers that must not block, e.g. on the event loop."""
+        if not self._lock.acquire(blocking=False):
+            return None
+        try:
+            if self._mtime is None or self.path.stat().st_mtime != self._mtime:
+                return None
+            return _pick(self._keys, kid)
+        except OSError:
+            return None
+        finally:
+            self._lock.release()
+
 
 class RemoteKeySet:
     """Keys from a JWKS URL: cached, refreshed when stale or on an unknown kid, rate-limited."""
@@ -100,6 +114,21 @@ class RemoteKeySet:
                 self._refresh(now)
                 found = _pick(self._keys, kid)
             return found
+
+    def known_key(self, kid: str | None) -> jwt.PyJWK | None:
+        """`key(kid)` when that needs no fetch and nobody holds the lock (a fetch can take
+        seconds), else None: for callers that must not block, e.g. on the event loop."""
+        if not self._lock.acquire(blocking=False):
+            return None
+        try:
+            now = self._clock()
+            stale = self._fetched_at is None or now - self._fetched_at >= self.cache_seconds
+            found = _pick(self._keys, kid)
+            if (stale or found is None) and self._may_fetch(now):
+                return None
+            return found
+        finally:
+            self._lock.release()
 
     def _may_fetch(self, now: float) -> bool:
         return self._attempted_at is None or now - self._attempted_at >= self.min_refresh_seconds

@@ -90,6 +90,27 @@ class TokenVerifier:
         self._remember(digest, issuer, header, key, claims, principal)
         return principal
 
+    def remembered(self, token: str) -> Principal | None:
+        """The principal of `token` if `verify` would answer it from memory without any I/O or
+        waiting on a lock (safe on an event loop), else None: then call `verify`."""
+        encoded = token.encode("utf-8", "replace")
+        if len(encoded) > MAX_TOKEN_BYTES:
+            return None
+        digest = hashlib.sha256(encoded).digest()
+        with self._verified_lock:
+            entry = self._verified.get(digest)
+        if entry is None or not entry.verified_at <= time.time() < entry.valid_until:
+            return None
+        # Key sets that cannot answer without I/O (a stale JWKS, a changed file) leave it to
+        # `verify`, which refreshes them and forgets the token if its key changed.
+        known_key = getattr(self._key_sets[entry.key_set], "known_key", None)
+        if known_key is None or known_key(entry.kid) is not entry.key:
+            return None
+        with self._verified_lock:
+            if digest in self._verified:
+                self._verified.move_to_end(digest)
+        return entry.principal
+
     def _remembered(self, digest: bytes) -> Principal | None:
         """The principal of a token verified before, if nothing it relied on has changed: not
         expired (the same comparison as at verification), the same key object still in the key

@@ -216,3 +216,56 @@ def test_file_key_set_without_kid_returns_the_only_key(tmp_path: Path, make_jwk:
 
     assert key is not None
     assert key.key_id == "only"
+
+
+# --- known_key: what the event loop may ask -----------------------------------------------
+
+
+def test_remote_known_key_answers_a_fresh_cached_kid_without_fetching(
+    remote: RemoteKeySet, server: JwksServer
+) -> None:
+    fetched = remote.key("key-1")
+
+    assert remote.known_key("key-1") is fetched
+    assert server.requests == 1
+
+
+def test_remote_known_key_never_fetches_a_stale_key_set(
+    remote: RemoteKeySet, server: JwksServer, clock: FakeClock
+) -> None:
+    remote.key("key-1")
+    clock.advance(301)
+
+    assert remote.known_key("key-1") is None
+    assert server.requests == 1
+
+
+def test_remote_known_key_never_fetches_an_unknown_kid(
+    remote: RemoteKeySet, server: JwksServer
+) -> None:
+    remote.key("key-1")
+
+    assert remote.known_key("key-2") is None
+    assert server.requests == 1
+
+
+def test_remote_known_key_does_not_wait_for_a_fetch_in_progress(remote: RemoteKeySet) -> None:
+    remote.key("key-1")
+    with remote._lock:  # another thread fetching
+        assert remote.known_key("key-1") is None
+
+
+def test_file_known_key_refuses_a_rewritten_file_until_it_is_read(
+    tmp_path: Path, make_jwk: MakeJwk
+) -> None:
+    path = tmp_path / "issuer.jwks.json"
+    path.write_text(json.dumps({"keys": [make_jwk("old")]}))
+    key_set = FileKeySet(path)
+    old = key_set.key("old")
+    assert key_set.known_key("old") is old
+    mtime = path.stat().st_mtime
+
+    path.write_text(json.dumps({"keys": [make_jwk("old")]}))
+    os.utime(path, (mtime + 5, mtime + 5))
+
+    assert key_set.known_key("old") is None

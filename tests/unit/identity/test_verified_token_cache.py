@@ -121,3 +121,44 @@ def test_tampered_copy_of_a_remembered_token_is_still_rejected(
 
     with pytest.raises(Unauthenticated):
         verifier.verify(tampered)
+
+
+def test_remembered_is_none_for_a_token_never_verified(
+    verifier: TokenVerifier, keys: DevIssuer
+) -> None:
+    assert verifier.remembered(token(keys)) is None
+
+
+def test_remembered_answers_what_verify_answered(verifier: TokenVerifier, keys: DevIssuer) -> None:
+    presented = token(keys)
+    principal = verifier.verify(presented)
+
+    assert verifier.remembered(presented) == principal
+
+
+def test_remembered_is_none_past_the_tokens_exp(
+    verifier: TokenVerifier, keys: DevIssuer, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    presented = token(keys, exp_in=5)
+    verifier.verify(presented)
+    later = time.time() + 10
+    monkeypatch.setattr(verifier_module.time, "time", lambda: later)
+
+    assert verifier.remembered(presented) is None
+
+
+def test_remembered_leaves_a_rewritten_key_file_to_verify(
+    verifier: TokenVerifier, keys: DevIssuer, tmp_path: Path
+) -> None:
+    presented = token(keys)
+    verifier.verify(presented)
+    jwks = keys.jwks_path("ci")
+    replacement = DevIssuer(tmp_path / "rotated")
+    replacement.ensure_keys("ci")
+    jwks.write_text(replacement.jwks_path("ci").read_text())
+    modified = jwks.stat().st_mtime + 10
+    os.utime(jwks, (modified, modified))
+
+    assert verifier.remembered(presented) is None
+    with pytest.raises(Unauthenticated, match="signature verification failed"):
+        verifier.verify(presented)
