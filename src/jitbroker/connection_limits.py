@@ -7,12 +7,17 @@ connection (and a file descriptor) forever, and httptools accepts request heads 
 `LimitedHttpToolsProtocol` adds three limits, answering each with problem+json and closing:
 
 - the request line and headers must arrive within `header_timeout` seconds of the connection
-  opening or of the previous response ending (408 if a request had begun, else a silent close);
-- the body must arrive within `body_timeout` seconds of the headers (408, or a close if the
-  application already answered);
+  opening, of the previous response ending, or of the previous body ending if the application
+  answered before it (408 if a request had begun, else a silent close);
+- the body must arrive within `body_timeout` seconds of the headers, or of its turn for a
+  pipelined request, which uvicorn does not read until then (408, or a close if the application
+  already answered);
 - the request line and headers may total `max_head_bytes` (431).
 
-Serve with `http=protocol_factory(limits)` (see `jitbroker.server`).
+Serve with `http=protocol_factory(limits)` (see `jitbroker.server`). This leans on uvicorn
+internals (the parser callbacks, `cycle`, `pipeline`, `send_400_response`, `STATUS_LINE`):
+tests/unit/test_connection_limits.py fails if they change, and pyproject.toml caps uvicorn's
+version so that an upgrade is a deliberate one.
 """
 
 from __future__ import annotations
@@ -114,25 +119,38 @@ class LimitedHttpToolsProtocol(HttpToolsProtocol):
 
     def on_headers_complete(self) -> None:
         self._awaiting_head = False
-        self._arm(self.limits.body_timeout, self._body_timed_out)
+        starts_now = self._idle()  # else uvicorn queues it and stops reading until its turn
         super().on_headers_complete()
+        if starts_now:
+            self._arm(self.limits.body_timeout, self._body_timed_out)
 
     def on_message_complete(self) -> None:
         super().on_message_complete()
-        self._disarm()
         self._awaiting_head, self._head_started = True, False
         self._raw_head_bytes = self._head_bytes = 0
+        if self._idle():  # answered before its body ended: the next head is on the clock now
+            self._arm(self.limits.header_timeout, self._head_timed_out)
+        else:
+            self._disarm()
 
     def on_response_complete(self) -> None:
+        queued = self.pipeline[-1][0] if self.pipeline else None  # what uvicorn starts next
         super().on_response_complete()
-        # Nothing in flight or queued and no body still arriving: the next head is on the clock.
-        idle = self.cycle is None or self.cycle.response_complete
-        if idle and self._awaiting_head and not self.transport.is_closing():
+        if self.transport.is_closing():
+            return
+        if queued is not None:
+            if queued.more_body:  # its body could not arrive while it waited its turn
+                self._arm(self.limits.body_timeout, self._body_timed_out)
+        elif self._awaiting_head:  # (else its body is still arriving, on the body deadline)
             self._arm(self.limits.header_timeout, self._head_timed_out)
 
     def send_400_response(self, msg: str) -> None:
         # uvicorn's answer to anything httptools rejects, including a head refused by `_count_head`.
         self._write_problem(self._refusal or BadHttpRequest(msg))
+
+    def _idle(self) -> bool:
+        """No response in progress: nothing in flight, nothing queued."""
+        return self.cycle is None or self.cycle.response_complete
 
     def _count_head(self, size: int) -> None:
         self._head_bytes += size

@@ -45,4 +45,6 @@ def uvicorn_options(settings: Settings) -> dict[str, Any]:
         "access_log": False,
         # httptools with deadlines for a request's head and body and a head size cap.
         "http": protocol_factory(ConnectionLimits.from_settings(settings)),
+        # No websocket routes, and an upgrade would leave this protocol's deadline armed.
+        "ws": "none",
     }

@@ -390,3 +390,81 @@ def test_a_long_poll_outlasting_both_deadlines_is_answered(
         assert polled.status_code == 200
         assert polled.json()["state"] == "pending_approval"
         assert client.get(f"/v1/tasks/{task_id}").status_code == 200
+
+
+def read_response(sock: socket.socket) -> tuple[int, bytes]:
+    """Read one response with a Content-Length off a connection kept open; its status and body."""
+    received = b""
+    while b"\r\n\r\n" not in received:
+        chunk = sock.recv(65536)
+        assert chunk, f"closed before a whole response head: {received!r}"
+        received += chunk
+    head, _, body = received.partition(b"\r\n\r\n")
+    lines = head.decode("latin-1").split("\r\n")
+    length = next(
+        int(v) for k, _, v in (h.partition(":") for h in lines) if k.lower() == "content-length"
+    )
+    while len(body) < length:
+        chunk = sock.recv(65536)
+        assert chunk, "closed before a whole response body"
+        body += chunk
+    assert len(body) == length, "more bytes than one response"
+    return int(lines[0].split()[1]), body
+
+
+def test_a_body_ending_after_an_early_answer_puts_the_next_head_on_the_clock(
+    serve: Callable[..., LiveServer],
+) -> None:
+    """Pass: a route that answers without reading the body (404 for an unknown path) is answered,
+    the declared body then arrives, and the now idle connection is closed (EOF) within the 1 s
+    header deadline plus a margin. It used to have no timer at all: the body's bytes cancelled
+    uvicorn's keep-alive timer and completing the body disarmed the body deadline."""
+    server = serve(**SHORT)
+    with server.connect() as sock:
+        sock.sendall(b"POST /nope HTTP/1.1\r\nHost: broker\r\nContent-Length: 5\r\n\r\n")
+        assert read_response(sock)[0] == 404
+        sock.sendall(b"hello")
+        started = time.monotonic()
+        sock.settimeout(6)  # under uvicorn's 5 s keep-alive plus the 1 s header deadline
+        assert sock.recv(65536) == b""
+    assert time.monotonic() - started < 1.0 + 2
+
+
+def test_a_pipelined_body_deadline_starts_when_its_request_s_turn_comes(
+    serve: Callable[..., LiveServer],
+) -> None:
+    """Pass: a 3 s long poll pipelined with a POST whose body never comes gets its own 200 (the
+    POST's 2 s body deadline does not run while uvicorn holds the POST back, so no 408 takes
+    the long poll's place); the POST then gets 408 naming the body deadline, 2 s or more after
+    the long poll's answer, and the connection is closed."""
+    server = serve(**SHORT)
+    headers = {"Authorization": server.auth}
+    with httpx.Client(base_url=server.url, headers=headers, timeout=10) as client:
+        task_id = client.post("/v1/tasks", json={"purpose": "pipelining"}).json()["task_id"]
+        pending = client.post(
+            f"/v1/tasks/{task_id}/grants",
+            json={
+                "profile": "demo-db",
+                "scopes": ["write"],
+                "ttl_seconds": 60,
+                "justification": "migration",
+            },
+        )
+        assert pending.status_code == 202
+    auth = b"Authorization: " + server.auth.encode() + b"\r\n"
+    long_poll = b"GET /v1/grants/%s?wait=3 HTTP/1.1\r\nHost: broker\r\n%s\r\n" % (
+        pending.json()["grant_id"].encode(),
+        auth,
+    )
+    bodiless_post = (
+        b"POST /v1/tasks HTTP/1.1\r\nHost: broker\r\n%sContent-Length: 20\r\n\r\n" % auth
+    )
+    with server.connect() as sock:
+        sock.sendall(long_poll + bodiless_post)
+        status, body = read_response(sock)
+        answered = time.monotonic()
+        assert status == 200, body[:200]
+        assert json.loads(body)["state"] == "pending_approval"
+        rest = read_until_closed(sock, timeout=10)
+    assert time.monotonic() - answered >= 2.0 - 0.1
+    assert "body not received within 2 s" in problem_of(rest, 408)["detail"]

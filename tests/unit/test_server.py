@@ -52,6 +52,11 @@ def test_uvicorn_builds_the_app_from_the_factory_on_the_listen_address() -> None
     assert (options["host"], options["port"], options["access_log"]) == ("0.0.0.0", 8411, False)
 
 
+def test_websocket_upgrades_are_off() -> None:
+    """The API has no websocket routes; an upgrade would leave the connection deadlines behind."""
+    assert server.uvicorn_options(Settings())["ws"] == "none"
+
+
 def test_factory_builds_the_api_from_the_environment(environment: Path) -> None:
     app = server.served_app()
 
