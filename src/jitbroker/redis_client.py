@@ -56,29 +56,23 @@ class SentinelURL:
 
 def connect_redis(url: str, **options: Any) -> redis.Redis:
     """A client for `url`; with `redis+sentinel://` it follows the master Sentinel names."""
-    if not url.startswith(f"{SENTINEL_SCHEME}://"):
-        return redis.Redis.from_url(url, **options)
-    parsed = SentinelURL.parse(url)
-    sentinel = Sentinel(  # type: ignore[no-untyped-call]
-        parsed.sentinels,
-        sentinel_kwargs={
-            "password": parsed.sentinel_password,
-            "socket_timeout": options.get("socket_timeout", 5),
-        },
-        **options,
-    )
-    client: redis.Redis = sentinel.master_for(  # type: ignore[no-untyped-call]
-        parsed.master, db=parsed.db, username=parsed.username, password=parsed.password
-    )
+    client: redis.Redis = _connect(url, redis.Redis, Sentinel, options)
     return client
 
 
 def connect_async_redis(url: str, **options: Any) -> redis.asyncio.Redis:
     """An asyncio client for `url` (same URL forms as `connect_redis`); connects on first use."""
+    client: redis.asyncio.Redis = _connect(url, redis.asyncio.Redis, AsyncSentinel, options)
+    return client
+
+
+def _connect(url: str, client_class: Any, sentinel_class: Any, options: dict[str, Any]) -> Any:
+    """`client_class` for a plain URL, else the master that `sentinel_class` finds (either the
+    blocking or the asyncio flavour of redis-py: they take the same arguments)."""
     if not url.startswith(f"{SENTINEL_SCHEME}://"):
-        return redis.asyncio.Redis.from_url(url, **options)
+        return client_class.from_url(url, **options)
     parsed = SentinelURL.parse(url)
-    sentinel = AsyncSentinel(  # type: ignore[no-untyped-call]
+    sentinel = sentinel_class(
         parsed.sentinels,
         sentinel_kwargs={
             "password": parsed.sentinel_password,
@@ -86,10 +80,9 @@ def connect_async_redis(url: str, **options: Any) -> redis.asyncio.Redis:
         },
         **options,
     )
-    client: redis.asyncio.Redis = sentinel.master_for(
+    return sentinel.master_for(
         parsed.master, db=parsed.db, username=parsed.username, password=parsed.password
     )
-    return client
 
 
 def celery_broker(url: str) -> tuple[str, dict[str, Any]]:

@@ -2,9 +2,7 @@
 
 from __future__ import annotations
 
-import logging
 import signal
-import sys
 import threading
 from pathlib import Path
 from typing import Annotated
@@ -40,14 +38,6 @@ app.add_typer(openbao_app, name="openbao")
 app.command()(doctor)
 
 
-def _setup_logging(settings: Settings) -> None:
-    logging.basicConfig(
-        level=settings.log_level.upper(),
-        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
-        stream=sys.stderr,
-    )
-
-
 def _settings_or_exit() -> Settings:
     settings = Settings()
     try:
@@ -74,13 +64,13 @@ def serve(
     """Run the HTTP API."""
     import uvicorn
 
-    from jitbroker.server import APP_FACTORY, uvicorn_options
+    from jitbroker.server import APP_FACTORY, configure_logging, uvicorn_options
     from jitbroker.signing import BrokerSigningKey
 
     settings = _settings_or_exit()
     overrides = {"listen_host": host, "listen_port": port, "api_workers": workers}
     settings = settings.model_copy(update={k: v for k, v in overrides.items() if v is not None})
-    _setup_logging(settings)
+    configure_logging(settings)
     # Create the signing key (if missing) once, here: workers starting together would each
     # write their own and then disagree on receipt signatures and route fingerprints.
     BrokerSigningKey.load_or_create(settings.signing_key_file)
@@ -96,10 +86,11 @@ def worker(
     ] = None,
 ) -> None:
     """Run a Celery worker for revocations and webhook notifications."""
+    from jitbroker.server import configure_logging
     from jitbroker.worker import NOTIFICATION_QUEUE, REVOCATION_QUEUE, create_celery
 
     settings = _settings_or_exit()
-    _setup_logging(settings)
+    configure_logging(settings)
     celery = create_celery(settings)
     celery.worker_main(
         [
@@ -119,9 +110,10 @@ def scheduler() -> None:
     """Run the expiry scheduler (one is active at a time; extra ones stand by)."""
     from jitbroker.bootstrap import build_broker
     from jitbroker.revocation.scheduler import run_scheduler
+    from jitbroker.server import configure_logging
 
     settings = _settings_or_exit()
-    _setup_logging(settings)
+    configure_logging(settings)
     stop = threading.Event()
     signal.signal(signal.SIGTERM, lambda *_: stop.set())
     signal.signal(signal.SIGINT, lambda *_: stop.set())
