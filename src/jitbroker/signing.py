@@ -25,6 +25,8 @@ class BrokerSigningKey:
         )
         self.public_raw = raw
         self.key_id = hashlib.sha256(raw).hexdigest()[:16]
+        # derive() runs on every gateway check; the key never changes, so neither do its answers.
+        self._derived: dict[str, bytes] = {}
 
     @classmethod
     def load(cls, path: Path) -> BrokerSigningKey:
@@ -61,6 +63,12 @@ class BrokerSigningKey:
 
     def derive(self, purpose: str) -> bytes:
         """A 32-byte secret for `purpose`, derived from this key (e.g. route fingerprints)."""
+        derived = self._derived.get(purpose)
+        if derived is None:
+            derived = self._derived[purpose] = self._derive(purpose)
+        return derived
+
+    def _derive(self, purpose: str) -> bytes:
         seed = self._private.private_bytes(
             serialization.Encoding.Raw,
             serialization.PrivateFormat.Raw,

@@ -9,6 +9,21 @@ import redis.client
 from jitbroker.errors import StateUnavailable
 from jitbroker.routes.schemas import Route
 
+# The gateway check's read in one round trip: the first fingerprint (current signing key, then
+# the retiring one) that names a grant, and that grant's route document (false if closed).
+# KEYS: fingerprint keys; ARGV[1]: the route key prefix.
+_HELD_ROUTE = """
+for _, key in ipairs(KEYS) do
+  local grant_id = redis.call('GET', key)
+  if grant_id then
+    return {grant_id, redis.call('HGET', ARGV[1] .. grant_id, 'doc')}
+  end
+end
+return false
+"""
+
+HeldRoute = tuple[str, Route | None]
+
 
 def route_key(prefix: str, grant_id: str) -> str:
     return f"{prefix}:route:{grant_id}"
@@ -24,6 +39,7 @@ class RouteRepository:
     def __init__(self, client: redis.Redis, prefix: str) -> None:
         self._redis = client
         self._prefix = prefix
+        self._held_route = client.register_script(_HELD_ROUTE)
 
     def _route_key(self, grant_id: str) -> str:
         return route_key(self._prefix, grant_id)
@@ -74,12 +90,15 @@ class RouteRepository:
             raise StateUnavailable(f"cannot read route: {type(exc).__name__}") from None
         return Route.model_validate_json(doc) if doc else None
 
-    def grant_for(self, fingerprint: str) -> str | None:
+    def held_route(self, fingerprints: list[str]) -> HeldRoute | None:
+        """The grant the first known fingerprint names and its route (None once closed), in one
+        round trip; None if no fingerprint is known."""
+        keys = [self._fingerprint_key(f) for f in fingerprints]
         try:
-            grant_id = self._redis.get(self._fingerprint_key(fingerprint))
+            found = self._held_route(keys=keys, args=[route_key(self._prefix, "")])
         except redis.RedisError as exc:
             raise StateUnavailable(f"cannot read route: {type(exc).__name__}") from None
-        return _text(grant_id) if grant_id else None
+        return _held(found)
 
 
 class AsyncRouteReader:
@@ -88,6 +107,7 @@ class AsyncRouteReader:
     def __init__(self, client: redis.asyncio.Redis, prefix: str) -> None:
         self._redis = client
         self._prefix = prefix
+        self._held_route = client.register_script(_HELD_ROUTE)
 
     async def get(self, grant_id: str) -> Route | None:
         try:
@@ -96,15 +116,24 @@ class AsyncRouteReader:
             raise StateUnavailable(f"cannot read route: {type(exc).__name__}") from None
         return Route.model_validate_json(doc) if doc else None
 
-    async def grant_for(self, fingerprint: str) -> str | None:
+    async def held_route(self, fingerprints: list[str]) -> HeldRoute | None:
+        """`RouteRepository.held_route` on the asyncio client."""
+        keys = [fingerprint_key(self._prefix, f) for f in fingerprints]
         try:
-            grant_id = await self._redis.get(fingerprint_key(self._prefix, fingerprint))
+            found = await self._held_route(keys=keys, args=[route_key(self._prefix, "")])
         except redis.RedisError as exc:
             raise StateUnavailable(f"cannot read route: {type(exc).__name__}") from None
-        return _text(grant_id) if grant_id else None
+        return _held(found)
 
     async def close(self) -> None:
         await self._redis.aclose()
+
+
+def _held(found: list[bytes | str | None] | None) -> HeldRoute | None:
+    if not found or not found[0]:
+        return None
+    doc = found[1] if len(found) > 1 else None
+    return _text(found[0]), Route.model_validate_json(doc) if doc else None
 
 
 def _text(value: bytes | str) -> str:

@@ -7,12 +7,11 @@ import hashlib
 import hmac
 import posixpath
 import re
-from collections.abc import Iterator
 
 from jitbroker.bootstrap import Broker
 from jitbroker.engines.base import IssuedCredential
 from jitbroker.grants.schemas import GrantRecord, GrantState
-from jitbroker.routes.repository import AsyncRouteReader
+from jitbroker.routes.repository import AsyncRouteReader, HeldRoute
 from jitbroker.routes.schemas import AccessCheck, AccessDecision, Route
 from jitbroker.signing import BrokerSigningKey
 
@@ -77,41 +76,36 @@ def normalised_destination(scheme: str, host: str, raw_path: str) -> str | None:
 
 def check_access(broker: Broker, *, check: AccessCheck) -> AccessDecision:
     """Allow only a live grant with an open route whose destinations match; deny anything else."""
-    grant_id = check.grant_id
     if check.credential is not None:
-        # Routes opened before a signing-key rotation carry the retiring key's fingerprint.
-        holder = None
-        for fingerprint in _fingerprints(broker, check.credential):
-            if (holder := broker.routes.grant_for(fingerprint)) is not None:
-                break
-        if (refusal := _refuse_holder(check, holder)) is not None:
-            return refusal
-        grant_id = holder
-    assert grant_id is not None
-    return _decide(broker, grant_id, broker.routes.get(grant_id), check.destination)
+        held = broker.routes.held_route(_fingerprints(broker, check.credential))
+        return _decide_held(broker, check, held)
+    assert check.grant_id is not None
+    return _decide(broker, check.grant_id, broker.routes.get(check.grant_id), check.destination)
 
 
 async def check_access_async(
     broker: Broker, *, check: AccessCheck, routes: AsyncRouteReader
 ) -> AccessDecision:
     """`check_access` with the route reads on an asyncio Redis client: same answers."""
-    grant_id = check.grant_id
     if check.credential is not None:
-        holder = None
-        for fingerprint in _fingerprints(broker, check.credential):
-            if (holder := await routes.grant_for(fingerprint)) is not None:
-                break
-        if (refusal := _refuse_holder(check, holder)) is not None:
-            return refusal
-        grant_id = holder
-    assert grant_id is not None
-    return _decide(broker, grant_id, await routes.get(grant_id), check.destination)
+        held = await routes.held_route(_fingerprints(broker, check.credential))
+        return _decide_held(broker, check, held)
+    assert check.grant_id is not None
+    return _decide(broker, check.grant_id, await routes.get(check.grant_id), check.destination)
 
 
-def _fingerprints(broker: Broker, credential: str) -> Iterator[str]:
-    """The credential's fingerprint under the current key, then under the retiring one."""
-    for key in broker.signing_keys:
-        yield credential_fingerprint(broker, credential, key=key)
+def _fingerprints(broker: Broker, credential: str) -> list[str]:
+    """The credential's fingerprint under the current key, then under the retiring one (routes
+    opened before a signing-key rotation carry the retiring key's fingerprint)."""
+    return [credential_fingerprint(broker, credential, key=key) for key in broker.signing_keys]
+
+
+def _decide_held(broker: Broker, check: AccessCheck, held: HeldRoute | None) -> AccessDecision:
+    holder, route = held if held is not None else (None, None)
+    if (refusal := _refuse_holder(check, holder)) is not None:
+        return refusal
+    assert holder is not None
+    return _decide(broker, holder, route, check.destination)
 
 
 def _refuse_holder(check: AccessCheck, holder: str | None) -> AccessDecision | None:

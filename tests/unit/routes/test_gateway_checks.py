@@ -11,6 +11,7 @@ from typing import Any
 import fakeredis
 import pytest
 import redis
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 from fastapi import FastAPI
 from fastapi.testclient import TestClient
 from redis.asyncio.retry import Retry as AsyncRetry
@@ -20,9 +21,10 @@ from redis.retry import Retry
 from jitbroker.app import create_app
 from jitbroker.bootstrap import Broker
 from jitbroker.routes import endpoints
-from jitbroker.routes.repository import AsyncRouteReader, RouteRepository
+from jitbroker.routes.repository import AsyncRouteReader, RouteRepository, route_key
 from jitbroker.routes.schemas import AccessCheck, AccessDecision, Route
 from jitbroker.routes.service import check_access, check_access_async, credential_fingerprint
+from jitbroker.signing import BrokerSigningKey
 
 SECRET = "route-credential-of-grt_live"
 OTHER_SECRET = "route-credential-of-grt_other"
@@ -359,3 +361,94 @@ def test_direct_path_answers_well_formed_checks_without_fastapi_routing(routes: 
     assert answered(app, check)[0] == 200
     assert answered(app, forwarded)[0] == 200
     assert answered(app, {"method": "GET", "url": "/v1/authz/check"})[0] == 404
+
+
+class CountingRedis(fakeredis.FakeRedis):
+    """Counts the commands (round trips) sent."""
+
+    sent = 0
+
+    def execute_command(self, *args: Any, **options: Any) -> Any:
+        self.sent += 1
+        return super().execute_command(*args, **options)
+
+
+class CountingAsyncRedis(fakeredis.FakeAsyncRedis):
+    sent = 0
+
+    async def execute_command(self, *args: Any, **options: Any) -> Any:
+        self.sent += 1
+        return await super().execute_command(*args, **options)
+
+
+def test_credential_check_is_one_round_trip_on_the_sync_repository(
+    routes: Broker, server: fakeredis.FakeServer
+) -> None:
+    client = CountingRedis(server=server)
+    routes.routes = RouteRepository(client, routes.settings.key_prefix)
+    check = AccessCheck(destination=DB, credential=SECRET)
+    assert check_access(routes, check=check).allow  # loads the script once
+    client.sent = 0
+
+    assert check_access(routes, check=check).allow
+    assert client.sent == 1
+
+
+def test_credential_check_is_one_round_trip_on_the_async_reader(
+    routes: Broker, server: fakeredis.FakeServer
+) -> None:
+    client = CountingAsyncRedis(server=server)
+    reader = AsyncRouteReader(client, routes.settings.key_prefix)
+    check = AccessCheck(destination=DB, credential=SECRET)
+
+    async def twice() -> tuple[AccessDecision, int]:
+        await check_access_async(routes, check=check, routes=reader)
+        client.sent = 0
+        decision = await check_access_async(routes, check=check, routes=reader)
+        return decision, client.sent
+
+    decision, sent = asyncio.run(twice())
+
+    assert decision.allow
+    assert sent == 1
+
+
+def test_credential_whose_route_hash_is_gone_is_denied_on_either_reader(
+    routes: Broker, server: fakeredis.FakeServer
+) -> None:
+    fakeredis.FakeRedis(server=server).delete(route_key(routes.settings.key_prefix, "grt_live"))
+    reader = AsyncRouteReader(fakeredis.FakeAsyncRedis(server=server), routes.settings.key_prefix)
+    check = AccessCheck(destination=DB, credential=SECRET)
+
+    sync = check_access(routes, check=check)
+
+    assert sync == AccessDecision(
+        allow=False, reason="no open route for this grant", grant_id="grt_live"
+    )
+    assert asyncio.run(check_access_async(routes, check=check, routes=reader)) == sync
+
+
+def test_route_opened_under_the_retiring_signing_key_is_found_in_one_check(
+    routes: Broker, server: fakeredis.FakeServer
+) -> None:
+    retiring = routes.signing_key
+    routes.signing_key = BrokerSigningKey(Ed25519PrivateKey.generate())
+    routes.previous_signing_key = retiring
+    reader = AsyncRouteReader(fakeredis.FakeAsyncRedis(server=server), routes.settings.key_prefix)
+    check = AccessCheck(destination=DB, credential=SECRET)
+
+    sync = check_access(routes, check=check)
+
+    assert sync.allow
+    assert sync.grant_id == "grt_live"
+    assert asyncio.run(check_access_async(routes, check=check, routes=reader)) == sync
+
+
+def test_route_fingerprint_key_is_derived_once_per_signing_key(
+    broker: Broker, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    key = broker.signing_key
+    first = credential_fingerprint(broker, SECRET)
+    monkeypatch.setattr(key, "_derive", lambda purpose: pytest.fail(f"derived {purpose} again"))
+
+    assert credential_fingerprint(broker, SECRET) == first
