@@ -10,6 +10,7 @@ import signal
 import subprocess
 import sys
 import threading
+import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
@@ -166,7 +167,8 @@ class SchedulerFleet:
 class JwksServer:
     """A JWKS endpoint on loopback whose behaviour the test sets: `ok`, `down` (connection
     refused), `error` (503), `garbage` (HTML with 200), `bad-json` (a document without usable
-    keys), `slow` (answers after `delay`), `trickle` (headers, then one byte every half second)."""
+    keys), `slow` (answers after `delay`), `trickle` (headers, then one byte every half second),
+    `trickle-headers` (the status line and headers one byte every 0.2 s, for `delay` at most)."""
 
     document: dict[str, Any]
     port: int = field(default_factory=free_port)
@@ -196,6 +198,9 @@ class JwksServer:
         threading.Thread(target=self._server.serve_forever, daemon=True).start()
 
     def answer(self, handler: BaseHTTPRequestHandler) -> None:
+        if self.mode == "trickle-headers":
+            self._trickle_headers(handler)
+            return
         if self.mode == "slow":
             self._released.wait(self.delay)
         if self.mode == "error":
@@ -222,6 +227,19 @@ class JwksServer:
         handler.send_header("Content-Length", str(len(body)))
         handler.end_headers()
         handler.wfile.write(body)
+
+    def _trickle_headers(self, handler: BaseHTTPRequestHandler) -> None:
+        """Never done with the head: each byte comes well within any per-read timeout."""
+        head = b"HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nX-Pad: " + b"a" * 1024
+        deadline = time.monotonic() + self.delay
+        for byte in head:
+            if self._released.wait(0.2) or time.monotonic() > deadline:
+                return
+            try:
+                handler.wfile.write(bytes([byte]))
+                handler.wfile.flush()
+            except OSError:
+                return
 
     def stop(self) -> None:
         """Refuse connections from now on (the endpoint is down)."""

@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
+import socket
 import threading
 import time
 from collections.abc import Callable
@@ -82,7 +84,14 @@ class FileKeySet:
 
 
 class RemoteKeySet:
-    """Keys from a JWKS URL: cached, refreshed when stale or on an unknown kid, rate-limited."""
+    """Keys from a JWKS URL: cached, refreshed when stale or on an unknown kid, rate-limited.
+
+    The lock only guards the fields below and is never held across I/O. One refresh runs at a
+    time, in a worker thread that the caller which triggered it waits on for at most
+    `timeout_seconds` in all (connect, headers, body): other callers answer from the cached
+    keys meanwhile, so an unknown kid then fails closed at once. On that deadline the caller
+    shuts the fetch's socket down, so a server that trickles its answer cannot keep the worker,
+    and with it the one refresh slot, for longer."""
 
     def __init__(
         self,
@@ -99,67 +108,124 @@ class RemoteKeySet:
         self.min_refresh_seconds = min_refresh_seconds
         self._clock = clock
         self._timeout = timeout_seconds
-        self._http = httpx.Client(timeout=timeout_seconds, transport=transport)
+        # No keep-alive: each fetch opens its own connection, whose socket `_Fetch` can shut.
+        limits = httpx.Limits(max_keepalive_connections=0)
+        self._http = httpx.Client(timeout=timeout_seconds, limits=limits, transport=transport)
         self._keys: dict[str, jwt.PyJWK] = {}
         self._fetched_at: float | None = None
         self._attempted_at: float | None = None
+        self._refreshing = False
         self._lock = threading.Lock()
 
     def key(self, kid: str | None) -> jwt.PyJWK | None:
         with self._lock:
             now = self._clock()
-            stale = self._fetched_at is None or now - self._fetched_at >= self.cache_seconds
             found = _pick(self._keys, kid)
-            if (stale or found is None) and self._may_fetch(now):
-                self._refresh(now)
-                found = _pick(self._keys, kid)
+            if self._refreshing or not self._wants_refresh(now, found):
+                return found
+            self._refreshing = True
+            self._attempted_at = now
+        fetch = _Fetch()
+        worker = threading.Thread(
+            target=self._refresh, args=(now, fetch), name="jwks-refresh", daemon=True
+        )
+        try:
+            worker.start()
+        except RuntimeError:  # no thread to be had: try again on a later call
+            with self._lock:
+                self._refreshing = False
             return found
+        worker.join(self._timeout)
+        if worker.is_alive():
+            log.warning("JWKS refresh from %s not done within %ss", self.url, self._timeout)
+            fetch.abort()
+        with self._lock:
+            return _pick(self._keys, kid)
 
     def known_key(self, kid: str | None) -> jwt.PyJWK | None:
-        """`key(kid)` when that needs no fetch and nobody holds the lock (a fetch can take
-        seconds), else None: for callers that must not block, e.g. on the event loop."""
-        if not self._lock.acquire(blocking=False):
-            return None
-        try:
-            now = self._clock()
-            stale = self._fetched_at is None or now - self._fetched_at >= self.cache_seconds
+        """`key(kid)` when that needs no fetch, else None: for callers that must not block,
+        e.g. on the event loop (the lock is never held across I/O)."""
+        with self._lock:
             found = _pick(self._keys, kid)
-            if (stale or found is None) and self._may_fetch(now):
-                return None
-            return found
-        finally:
-            self._lock.release()
+            if self._refreshing or not self._wants_refresh(self._clock(), found):
+                return found
+            return None
 
-    def _may_fetch(self, now: float) -> bool:
-        return self._attempted_at is None or now - self._attempted_at >= self.min_refresh_seconds
+    def _wants_refresh(self, now: float, found: jwt.PyJWK | None) -> bool:
+        stale = self._fetched_at is None or now - self._fetched_at >= self.cache_seconds
+        may = self._attempted_at is None or now - self._attempted_at >= self.min_refresh_seconds
+        return (stale or found is None) and may
 
-    def _refresh(self, now: float) -> None:
-        self._attempted_at = now
+    def _refresh(self, now: float, fetch: _Fetch) -> None:
+        """The worker: fetch and parse without the lock, then install the keys under it."""
+        keys: dict[str, jwt.PyJWK] | None = None
         try:
-            document = json.loads(self._fetch())
-            keys = parse_jwks(document)
-            if not keys and document["keys"]:
+            document = json.loads(self._fetch(fetch))
+            parsed = parse_jwks(document)
+            if not parsed and document["keys"]:
                 # Keys listed but none usable is a broken publisher, not a rotation to nothing.
                 raise ValueError("JWKS lists keys but none is a usable signing key")
-        except (httpx.HTTPError, ValueError) as exc:
+            keys = parsed
+        except (httpx.HTTPError, ValueError, RecursionError) as exc:
             # Keep serving the keys we have: a JWKS outage must not lock out every workload.
             log.warning("JWKS refresh from %s failed: %s", self.url, exc)
-            return
-        self._keys = keys
-        self._fetched_at = now
+        finally:
+            fetch.close()
+            with self._lock:
+                self._refreshing = False
+                if keys is not None:
+                    self._keys, self._fetched_at = keys, now
 
-    def _fetch(self) -> bytes:
-        """The JWKS body within one overall deadline and size cap: the lock is held meanwhile,
-        and httpx's timeout is per read, so a server sending a byte at a time would hold every
-        verification for this issuer."""
+    def _fetch(self, fetch: _Fetch) -> bytes:
+        """The JWKS body, uncompressed (a gzip bomb would inflate before any size check), within
+        the size cap and, between chunks, the deadline (the caller's abort covers the rest)."""
         deadline = time.monotonic() + self._timeout
         body = bytearray()
-        with self._http.stream("GET", self.url, headers={"Accept": "application/json"}) as response:
+        headers = {"Accept": "application/json", "Accept-Encoding": "identity"}
+        extensions = {"trace": fetch.trace}
+        with self._http.stream("GET", self.url, headers=headers, extensions=extensions) as response:
             response.raise_for_status()
-            for chunk in response.iter_bytes():
+            if response.headers.get("Content-Encoding", "identity").lower() != "identity":
+                raise ValueError("JWKS sent compressed although asked for identity")
+            for chunk in response.iter_bytes():  # identity: nothing to decode
                 body += chunk
                 if len(body) > MAX_JWKS_BYTES:
                     raise ValueError(f"JWKS larger than {MAX_JWKS_BYTES} bytes")
                 if time.monotonic() > deadline:
                     raise ValueError(f"JWKS not received within {self._timeout}s")
         return bytes(body)
+
+
+class _Fetch:
+    """One fetch's connection, seen through httpcore's trace hook, which `abort` shuts down
+    from another thread: the worker's blocking read (handshake, headers or body) ends at once."""
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._socket: socket.socket | None = None
+        self._aborted = False
+
+    def trace(self, event: str, info: dict[str, Any]) -> None:
+        if event == "connection.connect_tcp.complete":
+            with self._lock:
+                # A duplicate: shutting it down ends the connection, and TLS, which detaches
+                # the original socket object, leaves it alone.
+                self._socket = info["return_value"].get_extra_info("socket").dup()
+                if self._aborted:
+                    self._shut()
+
+    def abort(self) -> None:
+        with self._lock:
+            self._aborted = True
+            self._shut()
+
+    def close(self) -> None:
+        with self._lock:
+            if self._socket is not None:
+                self._socket.close()
+                self._socket = None
+
+    def _shut(self) -> None:
+        if self._socket is not None:
+            with contextlib.suppress(OSError):
+                self._socket.shutdown(socket.SHUT_RDWR)
