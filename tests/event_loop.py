@@ -1,7 +1,7 @@
 """Run a coroutine on a fresh event loop in a thread of its own.
 
-Playwright's sync API (the e2e session fixture) keeps an event loop running in the main thread
-for the rest of the session, so async tests cannot start one there."""
+Playwright's sync API (the e2e fixture) keeps an event loop running in the main thread while
+it is open, so async code in the e2e tests cannot start one there."""
 
 from __future__ import annotations
 

@@ -46,8 +46,10 @@ def alice_token(broker: Broker, dev_issuer: DevIssuer) -> str:
     return dev_issuer.human_token(broker.config, "alice")
 
 
-@pytest.fixture(scope="session")
+@pytest.fixture(scope="package")
 def playwright() -> Iterator[Playwright]:
+    """Playwright's sync API runs an event loop in the main thread while it is open: stopped
+    with the e2e package, so the suites collected after it can start their own loops."""
     with sync_playwright() as driver:
         yield driver
 
