@@ -32,25 +32,7 @@ from typing import Any
 from uvicorn.protocols.http.httptools_impl import STATUS_LINE, HttpToolsProtocol
 
 from jitbroker.config import Settings
-from jitbroker.errors import BrokerError
-
-
-class BadHttpRequest(BrokerError):
-    status = 400
-    title = "Malformed HTTP request"
-    slug = "malformed-request"
-
-
-class RequestTimeout(BrokerError):
-    status = 408
-    title = "Request timeout"
-    slug = "request-timeout"
-
-
-class HeaderFieldsTooLarge(BrokerError):
-    status = 431
-    title = "Request header fields too large"
-    slug = "header-fields-too-large"
+from jitbroker.errors import BadHttpRequest, BrokerError, HeaderFieldsTooLarge, RequestTimeout
 
 
 @dataclass(frozen=True)

@@ -82,10 +82,28 @@ class Conflict(BrokerError):
     slug = "conflict"
 
 
+class BadHttpRequest(BrokerError):
+    status = 400
+    title = "Malformed HTTP request"
+    slug = "malformed-request"
+
+
+class RequestTimeout(BrokerError):
+    status = 408
+    title = "Request timeout"
+    slug = "request-timeout"
+
+
 class PayloadTooLarge(BrokerError):
     status = 413
     title = "Request body too large"
     slug = "payload-too-large"
+
+
+class HeaderFieldsTooLarge(BrokerError):
+    status = 431
+    title = "Request header fields too large"
+    slug = "header-fields-too-large"
 
 
 class RateLimited(BrokerError):
