@@ -24,6 +24,9 @@ class KeySet(Protocol):
     def key(self, kid: str | None) -> jwt.PyJWK | None:
         """The key for `kid` (or the only key when the token has no kid), else None."""
 
+    def known_key(self, kid: str | None) -> jwt.PyJWK | None:
+        """`key(kid)` if it can be answered without I/O or waiting, else None."""
+
 
 def parse_jwks(document: Any) -> dict[str, jwt.PyJWK]:
     """Public signing keys of a JWKS document by kid; private or unusable keys are skipped."""

@@ -47,6 +47,12 @@ class _Verified:
     valid_until: float
 
 
+def _digest(token: str) -> bytes | None:
+    """The SHA-256 the verifier remembers a token by (never the token), or None if oversized."""
+    encoded = token.encode("utf-8", "replace")
+    return None if len(encoded) > MAX_TOKEN_BYTES else hashlib.sha256(encoded).digest()
+
+
 def key_set_for(issuer: IssuerConfig) -> KeySet:
     """The key source an issuer's configuration asks for."""
     if issuer.jwks_file is not None:
@@ -76,11 +82,10 @@ class TokenVerifier:
 
     def verify(self, token: str) -> Principal:
         """Verify `token`; raise Unauthenticated with a reason (never the token itself)."""
-        encoded = token.encode("utf-8", "replace")
-        if len(encoded) > MAX_TOKEN_BYTES:
+        digest = _digest(token)
+        if digest is None:
             raise Unauthenticated(f"token is larger than {MAX_TOKEN_BYTES} bytes")
-        digest = hashlib.sha256(encoded).digest()
-        remembered = self._remembered(digest)
+        remembered = self._recall(digest, without_io=False)
         if remembered is not None:
             return remembered
         issuer, header = self._issuer_and_header(token)
@@ -93,39 +98,27 @@ class TokenVerifier:
     def remembered(self, token: str) -> Principal | None:
         """The principal of `token` if `verify` would answer it from memory without any I/O or
         waiting on a lock (safe on an event loop), else None: then call `verify`."""
-        encoded = token.encode("utf-8", "replace")
-        if len(encoded) > MAX_TOKEN_BYTES:
-            return None
-        digest = hashlib.sha256(encoded).digest()
-        with self._verified_lock:
-            entry = self._verified.get(digest)
-        if entry is None or not entry.verified_at <= time.time() < entry.valid_until:
-            return None
-        # Key sets that cannot answer without I/O (a stale JWKS, a changed file) leave it to
-        # `verify`, which refreshes them and forgets the token if its key changed.
-        known_key = getattr(self._key_sets[entry.key_set], "known_key", None)
-        if known_key is None or known_key(entry.kid) is not entry.key:
-            return None
-        with self._verified_lock:
-            if digest in self._verified:
-                self._verified.move_to_end(digest)
-        return entry.principal
+        digest = _digest(token)
+        return None if digest is None else self._recall(digest, without_io=True)
 
-    def _remembered(self, digest: bytes) -> Principal | None:
+    def _recall(self, digest: bytes, *, without_io: bool) -> Principal | None:
         """The principal of a token verified before, if nothing it relied on has changed: not
         expired (the same comparison as at verification), the same key object still in the key
         set (any refresh or rotation of the key set forces a full verification), and the clock has
-        not gone back."""
+        not gone back. `without_io` asks the key set only what it knows without I/O; its None
+        may just mean "ask `verify`", so the entry is kept."""
         with self._verified_lock:
             entry = self._verified.get(digest)
         if entry is None:
             return None
-        now = time.time()
-        if not entry.verified_at <= now < entry.valid_until or (
-            self._key_sets[entry.key_set].key(entry.kid) is not entry.key
+        key_set = self._key_sets[entry.key_set]
+        lookup = key_set.known_key if without_io else key_set.key
+        if not entry.verified_at <= time.time() < entry.valid_until or (
+            lookup(entry.kid) is not entry.key
         ):
-            with self._verified_lock:
-                self._verified.pop(digest, None)
+            if not without_io:
+                with self._verified_lock:
+                    self._verified.pop(digest, None)
             return None
         with self._verified_lock:
             if digest in self._verified:
