@@ -60,7 +60,7 @@ async def check(body: AccessCheck, request: Request) -> Response:
 
 @router.api_route(
     "/http/{path:path}",
-    methods=["GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS"],
+    methods=sorted(FORWARDED_METHODS),
     include_in_schema=False,
 )
 async def check_forwarded_request(path: str, request: Request) -> Response:
@@ -86,7 +86,7 @@ async def forwarded_answer(state: Any, headers: Headers, path: str) -> Response:
     check_request = AccessCheck(
         destination=destination,
         grant_id=grant_id[:64] if grant_id else None,
-        credential=credential[:8192] if credential else None,
+        credential=credential[:8192],
     )
     return answer(await decide(state, check_request))
 
