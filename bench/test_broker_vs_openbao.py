@@ -9,6 +9,7 @@ import statistics
 import time
 from collections.abc import Iterator
 from concurrent.futures import ProcessPoolExecutor, ThreadPoolExecutor
+from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
@@ -93,21 +94,40 @@ def http(live_url: str) -> Iterator[httpx.Client]:
         yield client
 
 
-def issuance_point(
-    *,
-    url: str,
-    processes: int,
-    profile: str,
-    concurrency: int,
+@dataclass(frozen=True)
+class IssuanceRig:
+    """What every issuance point measures with: set-up client, broker, caller, OpenBao, load."""
+
+    http: httpx.Client
+    broker: Broker
+    auth: dict[str, str]
+    vault: VaultClient
+    openbao_addr: str
+    load_process: ProcessPoolExecutor
+    report: Report
+
+
+@pytest.fixture
+def rig(
     http: httpx.Client,
     broker: Broker,
-    auth: dict[str, str],
-    vault: VaultClient,
+    pipeline_auth: dict[str, str],
+    demo_openbao: VaultClient,
     openbao_addr: str,
     load_process: ProcessPoolExecutor,
     report: Report,
+) -> IssuanceRig:
+    return IssuanceRig(
+        http, broker, pipeline_auth, demo_openbao, openbao_addr, load_process, report
+    )
+
+
+def issuance_point(
+    rig: IssuanceRig, *, url: str, processes: int, profile: str, concurrency: int
 ) -> dict[str, Any]:
     """One side-by-side point: raw OpenBao, then the broker at `url`, same load shape."""
+    http, broker, auth, vault = rig.http, rig.broker, rig.auth, rig.vault
+    openbao_addr, load_process, report = rig.openbao_addr, rig.load_process, rig.report
     direct_load, role, ratio_target = PROFILES[profile]
     count = max(REQUESTS, 4 * concurrency)
     # Warm both paths (connections, OpenBao's plugin, the broker's caches).
@@ -163,67 +183,31 @@ ISSUANCE_WHAT = (
 
 
 @pytest.mark.bench
-def test_issuance_broker_vs_openbao(
-    http: httpx.Client,
-    live_url: str,
-    broker: Broker,
-    pipeline_auth: dict[str, str],
-    demo_openbao: VaultClient,
-    openbao_addr: str,
-    load_process: ProcessPoolExecutor,
-    report: Report,
-) -> None:
+def test_issuance_broker_vs_openbao(rig: IssuanceRig, live_url: str) -> None:
     """One API process (uvicorn in a thread of this process), concurrency 1, 8 and 32."""
     points = [
-        issuance_point(
-            url=live_url,
-            processes=1,
-            profile=profile,
-            concurrency=concurrency,
-            http=http,
-            broker=broker,
-            auth=pipeline_auth,
-            vault=demo_openbao,
-            openbao_addr=openbao_addr,
-            load_process=load_process,
-            report=report,
-        )
+        issuance_point(rig, url=live_url, processes=1, profile=profile, concurrency=concurrency)
         for profile in PROFILES
         for concurrency in CONCURRENCY
     ]
-    report.sections["issuance"] = {"what": ISSUANCE_WHAT, "points": points}
+    rig.report.sections["issuance"] = {"what": ISSUANCE_WHAT, "points": points}
 
 
 @pytest.mark.bench
-def test_issuance_on_several_api_processes(
-    http: httpx.Client,
-    served_url: str,
-    broker: Broker,
-    pipeline_auth: dict[str, str],
-    demo_openbao: VaultClient,
-    openbao_addr: str,
-    load_process: ProcessPoolExecutor,
-    report: Report,
-) -> None:
+def test_issuance_on_several_api_processes(rig: IssuanceRig, served_url: str) -> None:
     """`jitbroker serve --workers 2`, as deployed, under the concurrent loads."""
     points = [
         issuance_point(
+            rig,
             url=served_url,
             processes=API_PROCESSES,
             profile=profile,
             concurrency=concurrency,
-            http=http,
-            broker=broker,
-            auth=pipeline_auth,
-            vault=demo_openbao,
-            openbao_addr=openbao_addr,
-            load_process=load_process,
-            report=report,
         )
         for profile in PROFILES
         for concurrency in CONCURRENCY[1:]
     ]
-    report.sections["issuance_several_processes"] = {"what": ISSUANCE_WHAT, "points": points}
+    rig.report.sections["issuance_several_processes"] = {"what": ISSUANCE_WHAT, "points": points}
 
 
 def parse_time(value: str) -> float:
