@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import logging
 import re
+import sys
 from datetime import date
 from pathlib import Path
 from typing import Annotated, Any, Literal
@@ -591,3 +593,12 @@ def _read_file(path: Path) -> list[tuple[str, int, BaseModel]]:
                 )
                 raise ConfigError(f"{entry_name}: {problems}") from None
     return entries
+
+
+def configure_logging(settings: Settings) -> None:
+    """Root logging at the configured level, to stderr (a no-op once something configured it)."""
+    logging.basicConfig(
+        level=settings.log_level.upper(),
+        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+        stream=sys.stderr,
+    )

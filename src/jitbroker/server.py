@@ -3,26 +3,15 @@ keyword options, all from Settings (one place for every server option)."""
 
 from __future__ import annotations
 
-import logging
-import sys
 from typing import Any
 
 from fastapi import FastAPI
 
-from jitbroker.config import Settings
+from jitbroker.config import Settings, configure_logging
 from jitbroker.connection_limits import ConnectionLimits, protocol_factory
 
 # An import string, so that uvicorn can build the app in each worker process it starts.
 APP_FACTORY = "jitbroker.server:served_app"
-
-
-def configure_logging(settings: Settings) -> None:
-    """Root logging at the configured level, to stderr (a no-op once something configured it)."""
-    logging.basicConfig(
-        level=settings.log_level.upper(),
-        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
-        stream=sys.stderr,
-    )
 
 
 def served_app() -> FastAPI:

@@ -16,7 +16,7 @@ from jitbroker.cli.exec_command import EXEC_EPILOG, exec_command
 from jitbroker.cli.inventory import report_app, reviews_app, workloads_app
 from jitbroker.cli.policy import policy_app
 from jitbroker.cli.receipts import receipt_app
-from jitbroker.config import Settings, load_config
+from jitbroker.config import Settings, configure_logging, load_config
 from jitbroker.errors import ConfigError
 
 app = typer.Typer(no_args_is_help=True, add_completion=False, help=__doc__)
@@ -64,7 +64,7 @@ def serve(
     """Run the HTTP API."""
     import uvicorn
 
-    from jitbroker.server import APP_FACTORY, configure_logging, uvicorn_options
+    from jitbroker.server import APP_FACTORY, uvicorn_options
     from jitbroker.signing import BrokerSigningKey
 
     settings = _settings_or_exit()
@@ -86,7 +86,6 @@ def worker(
     ] = None,
 ) -> None:
     """Run a Celery worker for revocations and webhook notifications."""
-    from jitbroker.server import configure_logging
     from jitbroker.worker import NOTIFICATION_QUEUE, REVOCATION_QUEUE, create_celery
 
     settings = _settings_or_exit()
@@ -110,7 +109,6 @@ def scheduler() -> None:
     """Run the expiry scheduler (one is active at a time; extra ones stand by)."""
     from jitbroker.bootstrap import build_broker
     from jitbroker.revocation.scheduler import run_scheduler
-    from jitbroker.server import configure_logging
 
     settings = _settings_or_exit()
     configure_logging(settings)
