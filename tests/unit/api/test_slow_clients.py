@@ -17,14 +17,14 @@ from typing import Any
 import httpx
 import pytest
 import uvicorn
+from tests.integration.support import free_port, wait_for
+from tests.real_stack import in_thread_options
+from tests.unit.fakes import memory_broker, write_demo_config
 
 from jitbroker.app import MAX_BODY_BYTES, create_app
 from jitbroker.connection_limits import ConnectionLimits
 from jitbroker.identity.dev_issuer import DevIssuer
 from jitbroker.identity.verifier import MAX_TOKEN_BYTES
-from tests.integration.support import free_port, wait_for
-from tests.real_stack import in_thread_options
-from tests.unit.fakes import memory_broker, write_demo_config
 
 SLOW_CLIENTS = 200
 # Short deadlines for the tests that wait for them to pass; the fairness test uses the defaults.
